@@ -1,0 +1,247 @@
+r"""Memory-bounded OPD scoring and policy-loss backward from hidden states (no [B, L, V] logits).
+
+The trainer passes final hidden states (position t predicts ``tokens[:, t]``) and LM-head
+weights.  Only response positions (``response_mask > 0``) are processed, at most ``chunk_size``
+at a time; fp32 logits / log-probs exist for one chunk only.
+
+``score_tokens`` (no grad):  per chunk S = log_softmax(h_s W_s^T / T_s), T = log_softmax(h_t W_t^T / T_t),
+then ``topk_details`` (candidates, validity, rewards -- identical to ``topk_rewards`` on the full
+logits) and ``token_mechanism_stats``.  Without a teacher (plain GRPO) the single candidate is
+the sampled token, rewards are 0 and only the student entropy is reported.
+
+``policy_loss_backward``:  per chunk, on a detached copy h of the hidden rows (leaf) and a
+detached leaf copy of the head,  logp_new = log_softmax(h W^T / T_s)[ids],  chunk loss
+
+    sum_t W_t * (token_loss_t + kl_coef * kl_t)        W = token_weights(response_mask, agg mode)
+
+(``loss_scale`` x that) is back-propagated; the hidden-row gradients are scattered into a
+[B, L, H] buffer and the head gradients accumulate on the head copy.  A final
+``torch.autograd.backward([student_hidden, student_head], [grad_hidden, grad_head])`` sends them
+through the model in ONE pass (tied embeddings and non-leaf heads work; DDP-style hooks fire
+once).  Since sum over chunks of the chunk losses equals the full aggregated loss, the
+gradients equal those of the non-chunked reference.
+
+    >>> scored = score_tokens(h_s, lm_head.weight, h_t, t_head.weight, tokens, mask, cfg, cfg.chunk_size)
+    >>> adv = ADV_ESTIMATORS.get(cfg.adv_estimator)(scored.rewards, scored.valid, mask, outcome, gids, cfg)
+    >>> stats = policy_loss_backward(h_s, lm_head.weight, tokens, mask, scored, adv, cfg, cfg.chunk_size)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .losses import TOKEN_LOSSES, candidate_mask, kl_penalty, token_weights
+from .mechanism import entropy_from_logp, token_mechanism_stats
+from .topk import compute_dtype, topk_details
+
+if TYPE_CHECKING:
+    from .config import OPDConfig
+
+
+@dataclass
+class Scored:
+    """Output of ``score_tokens``; off-response positions hold ids 0, valid False, zeros.
+
+    ids [B,L,M] long, valid [B,L,M] bool, rewards [B,L,M] and old_logp [B,L,M] (= S at ids, 0 where
+    invalid) in float32 (float64 for float64 hidden states), token_logp [B,L] (S at the sampled
+    token, raw: may be -inf if the student gave it zero probability), stats: name -> [B,L] float32.
+    """
+
+    ids: torch.Tensor
+    valid: torch.Tensor
+    rewards: torch.Tensor
+    old_logp: torch.Tensor
+    token_logp: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def chunk_log_probs(hidden_rows: torch.Tensor, head: torch.Tensor, temperature: float,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """log_softmax((hidden_rows [C,H] @ head[V,H]^T) / temperature) as ``dtype`` [C, V].
+
+    The matmul runs in the head's dtype (as an HF lm_head would); the upcast logits are divided
+    by the temperature and normalised in ``dtype``.
+    """
+    z = torch.matmul(hidden_rows.to(head.dtype), head.t()).to(dtype)
+    if temperature != 1.0:
+        z = z / temperature
+    return F.log_softmax(z, dim=-1)
+
+
+def _response_index(response_mask: torch.Tensor) -> torch.Tensor:
+    return (response_mask.reshape(-1) > 0).nonzero().squeeze(1)
+
+
+def _check(student_hidden: torch.Tensor, student_head: torch.Tensor, tokens: torch.Tensor,
+           response_mask: torch.Tensor, chunk_size: int) -> None:
+    if student_hidden.dim() != 3:
+        raise ValueError(f"student_hidden must be [B, L, H], got {tuple(student_hidden.shape)}")
+    B, L, H = student_hidden.shape
+    if student_head.dim() != 2 or student_head.shape[1] != H:
+        raise ValueError(f"student_head must be [V, {H}], got {tuple(student_head.shape)}")
+    if tuple(tokens.shape) != (B, L) or tuple(response_mask.shape) != (B, L):
+        raise ValueError(f"tokens {tuple(tokens.shape)} and response_mask {tuple(response_mask.shape)} "
+                         f"must be [{B}, {L}]")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+
+
+@torch.no_grad()
+def score_tokens(student_hidden: torch.Tensor, student_head: torch.Tensor,
+                 teacher_hidden: Optional[torch.Tensor], teacher_head: Optional[torch.Tensor],
+                 tokens: torch.Tensor, response_mask: torch.Tensor, cfg: "OPDConfig",
+                 chunk_size: Optional[int] = None) -> Scored:
+    """Score response tokens chunk by chunk; returns ``Scored`` (see class doc).
+
+    Args:
+        student_hidden [B,L,H], student_head [V,H]; teacher_hidden [B,L,Ht] / teacher_head [V,Ht]
+        (both None: no teacher); tokens [B,L] long; response_mask [B,L]; chunk_size: max response
+        positions per chunk (default ``cfg.chunk_size``).
+    Values at response positions equal ``topk_rewards(h_s W_s^T, h_t W_t^T, cfg...)``.
+    """
+    chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
+    _check(student_hidden, student_head, tokens, response_mask, chunk_size)
+    if (teacher_hidden is None) != (teacher_head is None):
+        raise ValueError("pass both teacher_hidden and teacher_head, or neither")
+    B, L, H = student_hidden.shape
+    with_teacher = teacher_hidden is not None
+    if with_teacher:
+        if teacher_hidden.shape[:2] != student_hidden.shape[:2] or teacher_head.shape[1] != teacher_hidden.shape[2]:
+            raise ValueError(f"teacher_hidden {tuple(teacher_hidden.shape)} / teacher_head "
+                             f"{tuple(teacher_head.shape)} do not match [B={B}, L={L}, Ht] / [V, Ht]")
+        if teacher_head.shape[0] != student_head.shape[0]:
+            raise ValueError(f"student and teacher vocabularies differ: {student_head.shape[0]} vs "
+                             f"{teacher_head.shape[0]} (slice the heads to a common vocabulary)")
+    dev, dtype = student_hidden.device, compute_dtype(student_hidden.dtype)
+    M = cfg.num_candidates if with_teacher else 1
+    n = B * L
+    ids = torch.zeros(n, M, dtype=torch.long, device=dev)
+    valid = torch.zeros(n, M, dtype=torch.bool, device=dev)
+    rewards = torch.zeros(n, M, dtype=dtype, device=dev)
+    old_logp = torch.zeros(n, M, dtype=dtype, device=dev)
+    token_logp = torch.zeros(n, dtype=dtype, device=dev)
+    stats: dict[str, torch.Tensor] = {}
+    hs = student_hidden.reshape(n, H)
+    ht = teacher_hidden.reshape(n, -1) if with_teacher else None
+    toks = tokens.reshape(n).long()
+    metrics_k = cfg.top_k if cfg.top_k > 0 else cfg.metrics_k
+    index = _response_index(response_mask)
+    for start in range(0, index.numel(), chunk_size):
+        sel = index[start:start + chunk_size]
+        tok = toks[sel]
+        # order chosen so that at most two [C, V] log-prob tensors (+ temporaries) are alive
+        S = chunk_log_probs(hs[sel], student_head, cfg.student_temperature, dtype)
+        tl = S.gather(-1, tok[:, None]).squeeze(-1)
+        token_logp[sel] = tl
+        st = {"student_entropy": entropy_from_logp(S)}
+        if with_teacher:
+            T = chunk_log_probs(ht[sel], teacher_head, cfg.teacher_temperature, dtype)
+            d = topk_details(S, T, cfg.top_k, cfg.strategy, cfg.weight_mode, tok)
+            ids[sel], valid[sel], rewards[sel], old_logp[sel] = d.ids, d.valid, d.rewards, d.student_logp
+            st.update(token_mechanism_stats(S, T, metrics_k, entropies=False))
+            st["reward"] = d.rewards.sum(-1)
+            del S, d
+            st["teacher_entropy"] = entropy_from_logp(T)
+            del T
+        else:
+            ok = torch.isfinite(tl)
+            ids[sel] = tok[:, None]
+            valid[sel] = ok[:, None]
+            old_logp[sel] = torch.where(ok, tl, torch.zeros_like(tl))[:, None]
+            del S
+        for name, v in st.items():
+            if name not in stats:
+                stats[name] = torch.zeros(n, dtype=torch.float32, device=dev)
+            stats[name][sel] = v.float()
+    if index.numel() == 0:  # keep the key set stable for empty batches
+        names = (["student_entropy"] if not with_teacher else
+                 list(token_mechanism_stats(torch.zeros(1, 2), torch.zeros(1, 2), 1)) + ["reward"])
+        stats = {k: torch.zeros(n, dtype=torch.float32, device=dev) for k in names}
+    return Scored(ids.view(B, L, M), valid.view(B, L, M), rewards.view(B, L, M), old_logp.view(B, L, M),
+                  token_logp.view(B, L), {k: v.view(B, L) for k, v in stats.items()})
+
+
+def policy_loss_backward(student_hidden: torch.Tensor, student_head: torch.Tensor, tokens: torch.Tensor,
+                         response_mask: torch.Tensor, scored: Scored, advantages: torch.Tensor,
+                         cfg: "OPDConfig", chunk_size: Optional[int] = None,
+                         ref_logp: Optional[torch.Tensor] = None, loss_scale: float = 1.0) -> dict[str, float]:
+    """Chunked policy-loss (+ optional KL) forward and backward; returns float stats.
+
+    Args:
+        student_hidden [B,L,H] (in the model's autograd graph), student_head [V,H] (parameter,
+        possibly tied), tokens [B,L], response_mask [B,L], scored: from ``score_tokens``,
+        advantages [B,L,M], chunk_size (default ``cfg.chunk_size``), ref_logp [B,L] reference
+        log-prob of the sampled token (required when ``cfg.use_kl_loss``), loss_scale: the
+        loss is multiplied by it before backward (gradient accumulation).
+    Loss = agg(token_loss) + [use_kl_loss] kl_loss_coef * agg(kl_penalty(logp_new[y], ref_logp)).
+    Returns {"loss", "pg_loss", "kl_loss", "clipfrac", "pg_clipfrac_lower", "ppo_kl", "n_tokens"}
+    (losses unscaled; candidate stats averaged over valid response candidates).
+    """
+    chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
+    _check(student_hidden, student_head, tokens, response_mask, chunk_size)
+    if cfg.use_kl_loss and ref_logp is None:
+        raise ValueError("cfg.use_kl_loss is True but ref_logp is None")
+    token_fn = TOKEN_LOSSES.get(cfg.policy_loss)
+    B, L, H = student_hidden.shape
+    n, M = B * L, scored.ids.shape[-1]
+    if advantages.shape != scored.ids.shape:
+        raise ValueError(f"advantages {tuple(advantages.shape)} must match scored.ids {tuple(scored.ids.shape)}")
+    dtype = compute_dtype(student_hidden.dtype)
+    W = token_weights(response_mask, cfg.loss_agg_mode, cfg.loss_scale_factor, dtype=dtype).reshape(n)
+    ids, valid = scored.ids.reshape(n, M), scored.valid.reshape(n, M)
+    old, adv = scored.old_logp.reshape(n, M).to(dtype), advantages.reshape(n, M).to(dtype)
+    cand_mask = candidate_mask(scored.valid, response_mask).reshape(n, M)
+    toks = tokens.reshape(n).long()
+    ref = ref_logp.reshape(n).to(dtype) if ref_logp is not None else None
+    h_flat = student_hidden.detach().reshape(n, H)
+    head_leaf = student_head.detach().requires_grad_(student_head.requires_grad)
+    need_h = student_hidden.requires_grad
+    grad_h = torch.zeros_like(h_flat) if need_h else None
+    zero = torch.zeros((), dtype=torch.float64, device=h_flat.device)
+    pg_sum, kl_sum = zero.clone(), zero.clone()           # device tensors: no host sync per chunk
+    cand_sums: dict[str, torch.Tensor] = {}
+    index = _response_index(response_mask)
+    for start in range(0, index.numel(), chunk_size):
+        sel = index[start:start + chunk_size]
+        h = h_flat[sel].requires_grad_(need_h)                 # fresh leaf (advanced indexing copies)
+        logp = chunk_log_probs(h, head_leaf, cfg.student_temperature, dtype)
+        lp = logp.gather(-1, ids[sel])
+        tok_loss, cst = token_fn(lp, old[sel], adv[sel], valid[sel], cfg)
+        w = W[sel]
+        pg = (tok_loss * w).sum()
+        total = pg
+        if cfg.use_kl_loss:
+            tl = logp.gather(-1, toks[sel][:, None]).squeeze(-1)
+            kl = (kl_penalty(tl, ref[sel], cfg.kl_loss_type) * w).sum()
+            total = pg + cfg.kl_loss_coef * kl
+            kl_sum += kl.detach().double()
+        del logp
+        if total.requires_grad:
+            (total * loss_scale).backward()
+        if need_h and h.grad is not None:
+            grad_h.index_copy_(0, sel, h.grad)
+        pg_sum += pg.detach().double()
+        cm = cand_mask[sel]
+        for k, v in cst.items():
+            cand_sums[k] = cand_sums.get(k, zero) + (v.detach().double() * cm).sum()
+    roots, grads = [], []
+    if need_h:
+        roots.append(student_hidden)
+        grads.append(grad_h.view_as(student_hidden))
+    if student_head.requires_grad and head_leaf.grad is not None:
+        roots.append(student_head)
+        grads.append(head_leaf.grad)
+    if roots:
+        torch.autograd.backward(roots, grads)
+    if not cand_sums:  # no response tokens: report the loss's stat keys as 0
+        z = torch.zeros(0, M, dtype=dtype)
+        cand_sums = {k: zero for k in token_fn(z, z, z, z.bool(), cfg)[1]}
+    n_cand = max(int(cand_mask.sum()), 1)
+    pg_f, kl_f = float(pg_sum), float(kl_sum)
+    out = {"loss": pg_f + (cfg.kl_loss_coef * kl_f if cfg.use_kl_loss else 0.0),
+           "pg_loss": pg_f, "kl_loss": kl_f, "n_tokens": float(index.numel())}
+    out.update({k: float(v) / n_cand for k, v in cand_sums.items()})
+    return out
