@@ -38,15 +38,18 @@ class DataError(ValueError):
 
 
 def make_row(data_source: str, problem_id: str, question: str, prompt_text: str,
-             ground_truth: str, index: int, split: str, ability: str = "math") -> dict:
-    """One problem in the project's row format (verl columns plus id and bare question)."""
+             ground_truth: str, index: int, split: str, ability: str = "math", **extra) -> dict:
+    """One problem in the project's row format (verl columns plus id and bare question).
+
+    Keyword ``extra`` items are stored in ``extra_info`` too (e.g. a reference ``solution``).
+    """
     return {
         "data_source": data_source,
         "prompt": [{"role": "user", "content": prompt_text}],
         "ability": ability,
         "reward_model": {"ground_truth": str(ground_truth), "style": "rule"},
         "extra_info": {"index": int(index), "problem_id": str(problem_id),
-                       "question": question, "split": split},
+                       "question": question, "split": split, **extra},
     }
 
 

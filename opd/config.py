@@ -1,0 +1,94 @@
+"""Checks and derived views of the workflow config that a JSON Schema cannot express.
+
+The Snakefile validates the config against ``config/schema.yaml`` and then calls
+``check_config``, so every mistake below stops the run before any job starts, with an error
+that names the key and the fix. ``experiment_config`` merges ``train_defaults`` with one
+experiment's overrides; the merged dict is what the training rule receives as a parameter, so
+changing one experiment reruns only that experiment and what depends on it.
+
+    check_config(config)
+    cfg = experiment_config(config, "opd")
+"""
+from __future__ import annotations
+
+import copy
+
+from opd.engine import TrainConfig
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message starts with the key."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` merged in, recursing into nested dicts."""
+    out = copy.deepcopy(base)
+    for k, v in (override or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def experiment_config(config: dict, name: str) -> dict:
+    """The resolved training config of experiment ``name`` (defaults plus its overrides)."""
+    exp = config["experiments"][name]
+    merged = deep_merge(config.get("train_defaults", {}), exp.get("train", {}))
+    merged["method"] = exp["method"]
+    return merged
+
+
+def uses_world(config: dict) -> bool:
+    """Whether any dataset or model comes from the tiny world."""
+    sources = [config["data"]["train"]["source"]] + [
+        b["source"] for b in config["data"]["benchmarks"].values()]
+    return any(s.startswith("world:") for s in sources) or any(
+        "world" in m for m in config["models"].values())
+
+
+def check_config(config: dict) -> None:
+    """Raise ``ConfigError`` naming the key for cross-references the schema cannot check."""
+    models = config["models"]
+    if uses_world(config) and "world" not in config:
+        raise ConfigError("world: a dataset or model uses the tiny world (`world:` source or a "
+                          "model with `world:`), so the config needs a `world:` section")
+    for name, exp in config["experiments"].items():
+        key = f"experiments.{name}"
+        if exp["student"] not in models:
+            raise ConfigError(f"{key}.student: unknown model {exp['student']!r}; "
+                              f"define it under `models:` (known: {sorted(models)})")
+        teacher = exp.get("teacher")
+        if teacher is not None and teacher not in models:
+            raise ConfigError(f"{key}.teacher: unknown model {teacher!r}; "
+                              f"define it under `models:` (known: {sorted(models)})")
+        if exp["method"] == "opd" and teacher is None:
+            raise ConfigError(f"{key}.teacher: method 'opd' needs a teacher model")
+        if exp.get("cold_start") and teacher is None:
+            raise ConfigError(f"{key}.cold_start: a cold start rolls out the teacher, so set "
+                              f"{key}.teacher")
+        try:
+            TrainConfig.from_dict(experiment_config(config, name))
+        except ValueError as err:
+            raise ConfigError(f"{key}.train: {err}") from err
+    bench = config["figures"]["benchmark"]
+    if bench not in config["data"]["benchmarks"]:
+        raise ConfigError(f"figures.benchmark: {bench!r} is not one of data.benchmarks "
+                          f"({sorted(config['data']['benchmarks'])})")
+    world = config.get("world")
+    if world:
+        p = world["problems"]
+        if p["min_ops"] > p["max_ops"]:
+            raise ConfigError("world.problems.min_ops: must not exceed world.problems.max_ops")
+        for name, m in models.items():
+            size = m.get("world", {}).get("size")
+            if size and size["hidden_size"] % size["num_heads"]:
+                raise ConfigError(f"models.{name}.world.size.hidden_size: must be divisible by "
+                                  f"num_heads ({size['num_heads']})")
+            if size and size["num_heads"] % size["num_kv_heads"]:
+                raise ConfigError(f"models.{name}.world.size.num_kv_heads: must divide num_heads")
+
+
+def checkpoint_steps(config: dict, name: str) -> list[int]:
+    """Training steps of experiment ``name`` that leave a checkpoint."""
+    return TrainConfig.from_dict(experiment_config(config, name)).checkpoint_steps()

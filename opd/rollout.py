@@ -1,0 +1,159 @@
+"""Teacher rollout with rejection sampling, streamed to a checkpoint so a killed job resumes.
+
+Every (prompt, sample) slot is generated, checked by ``reject_reason`` and retried up to
+``max_attempts`` times. A response is rejected when it has
+
+- no ``\\boxed{}`` (``no_boxed``);
+- a line of at least 20 characters repeated 5 or more times (``repeated_line``);
+- a 100-character substring occurring 3 or more times (``repeated_substring``);
+- in a long text (``long_text_chars``, default 500 characters or more), a 50-character block
+  repeated 3 times in a row (``repeated_block``).
+
+Each finished slot (accepted, or rejected on its last attempt) is appended as one JSON line to
+the checkpoint file and flushed. A rerun reads the checkpoint, skips finished slots and never
+writes a slot twice; only when all slots are done is the parquet written (atomically) and the
+checkpoint removed. Sampling after a resume draws fresh random numbers, so a resumed run is a
+valid but not bit-identical sample of an uninterrupted one.
+
+    rows, stats = run_rollout(generate_fn, prompts, n=4, max_attempts=3, checkpoint=path)
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from opd.data import read_jsonl
+from opd.runlog import progress
+
+REASONS = ("no_boxed", "repeated_line", "repeated_substring", "repeated_block")
+
+
+def has_repeated_line(text: str, min_chars: int = 20, min_count: int = 5) -> bool:
+    """A line of at least ``min_chars`` characters (stripped) occurring ``min_count``+ times."""
+    counts = Counter(line.strip() for line in text.splitlines() if len(line.strip()) >= min_chars)
+    return any(c >= min_count for c in counts.values())
+
+
+def has_repeated_substring(text: str, length: int = 100, min_count: int = 3) -> bool:
+    """Some ``length``-character substring occurs ``min_count``+ times (overlaps count)."""
+    if len(text) < length + min_count - 1:
+        return False
+    counts: Counter = Counter()
+    for i in range(len(text) - length + 1):
+        window = text[i:i + length]
+        counts[window] += 1
+        if counts[window] >= min_count:
+            return True
+    return False
+
+
+def has_repeated_block(text: str, block: int = 50, repeats: int = 3) -> bool:
+    """A ``block``-character block repeated ``repeats`` times in a row.
+
+    ``text[i:i+block*repeats]`` is such a run exactly when ``text[j] == text[j+block]`` for the
+    ``block*(repeats-1)`` consecutive positions ``j`` from ``i``; we look for that run of matches.
+    """
+    need = block * (repeats - 1)
+    if len(text) < block * repeats:
+        return False
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    eq = codes[:-block] == codes[block:]
+    run = 0
+    for v in eq:
+        run = run + 1 if v else 0
+        if run >= need:
+            return True
+    return False
+
+
+def reject_reason(text: str, long_text_chars: int = 500) -> str | None:
+    """The first rejection reason that applies to ``text``, or ``None`` to keep it."""
+    if "\\boxed{" not in text:
+        return "no_boxed"
+    if has_repeated_line(text):
+        return "repeated_line"
+    if has_repeated_substring(text):
+        return "repeated_substring"
+    if len(text) >= long_text_chars and has_repeated_block(text):
+        return "repeated_block"
+    return None
+
+
+GenerateFn = Callable[[list[int], int], list[dict]]
+"""``generate_fn(prompt_indices, attempt) -> one dict per index`` with at least ``response``,
+``n_tokens`` and ``finish_reason`` (one sample per listed index, in order)."""
+
+
+def run_rollout(generate_fn: GenerateFn, n_prompts: int, n: int, max_attempts: int,
+                checkpoint: str | Path, batch_slots: int = 256,
+                long_text_chars: int = 500) -> tuple[list[dict], dict]:
+    """Fill ``n_prompts * n`` slots with accepted responses where possible; see module doc."""
+    checkpoint = Path(checkpoint)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    done: dict[tuple[int, int], dict] = {}
+    for rec in read_jsonl(checkpoint):
+        done.setdefault((rec["prompt_index"], rec["sample_idx"]), rec)
+    resumed = len(done)
+    if resumed:
+        _rewrite(checkpoint, done.values())  # drop a torn last line before appending
+    pending = [(p, s) for p in range(n_prompts) for s in range(n) if (p, s) not in done]
+    bar = progress(total=n_prompts * n, initial=len(done), desc="rollout slots")
+    for start in range(0, len(pending), batch_slots):
+        batch = pending[start:start + batch_slots]
+        attempts_left = {slot: max_attempts for slot in batch}
+        rejected: dict[tuple[int, int], list[str]] = {slot: [] for slot in batch}
+        todo = list(batch)
+        finished = []
+        attempt = 0
+        while todo:
+            attempt += 1
+            outs = generate_fn([p for p, _ in todo], attempt)
+            retry = []
+            for slot, out in zip(todo, outs):
+                reason = reject_reason(out["response"], long_text_chars)
+                attempts_left[slot] -= 1
+                if reason is None or attempts_left[slot] == 0:
+                    if reason is not None:
+                        rejected[slot].append(reason)
+                    finished.append({
+                        "prompt_index": slot[0], "sample_idx": slot[1], "accepted": reason is None,
+                        "attempts": max_attempts - attempts_left[slot],
+                        "rejections": rejected[slot], "response": out["response"],
+                        "n_tokens": int(out["n_tokens"]), "finish_reason": out["finish_reason"],
+                    })
+                else:
+                    rejected[slot].append(reason)
+                    retry.append(slot)
+            todo = retry
+        with open(checkpoint, "a") as fh:
+            for rec in finished:
+                fh.write(json.dumps(rec) + "\n")
+                done[(rec["prompt_index"], rec["sample_idx"])] = rec
+            fh.flush()
+        bar.update(len(batch))
+    bar.close()
+    records = sorted(done.values(), key=lambda r: (r["prompt_index"], r["sample_idx"]))
+    return records, rollout_stats(records, resumed)
+
+
+def rollout_stats(records: list[dict], resumed: int = 0) -> dict:
+    """Counts of slots, acceptances, attempts and rejections by reason."""
+    by_reason = Counter(r for rec in records for r in rec["rejections"])
+    return {
+        "slots": len(records),
+        "accepted": sum(r["accepted"] for r in records),
+        "failed_slots": sum(not r["accepted"] for r in records),
+        "generations": sum(r["attempts"] for r in records),
+        "rejections_by_reason": {k: by_reason.get(k, 0) for k in REASONS},
+        "resumed_slots": resumed,
+    }
+
+
+def _rewrite(path: Path, records) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)

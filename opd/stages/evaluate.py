@@ -1,0 +1,51 @@
+"""Stages: evaluation generation (n samples per problem) and grading of the generations."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from opd.data import flat_view, read_parquet, write_json, write_parquet
+from opd.generation import SamplingParams, generate, load_model, load_tokenizer
+
+EVAL_COLUMNS = ("problem_id", "sample_idx", "prompt", "ground_truth", "response", "n_tokens",
+                "finish_reason")
+
+
+def eval_generate(model_dir: str, benchmark_path: str, cfg: dict, seed: int, out_path: str,
+                  threads: int = 1) -> None:
+    """Sample ``cfg['n']`` responses per benchmark problem; one row per (problem, sample)."""
+    torch.set_num_threads(threads)
+    problems = flat_view(read_parquet(benchmark_path), benchmark_path)
+    tok, model = load_tokenizer(model_dir), load_model(model_dir)
+    params = SamplingParams(n=cfg["n"], temperature=cfg["temperature"], top_p=cfg["top_p"],
+                            max_new_tokens=cfg["max_new_tokens"], seed=seed,
+                            batch_size=cfg.get("batch_size", 64))
+    outs = generate(model, tok, list(problems["prompt"]), params,
+                    enable_thinking=cfg.get("enable_thinking"), desc=f"eval {Path(model_dir).name}")
+    rows = [{"problem_id": problems["problem_id"][o["prompt_index"]], "sample_idx": o["sample_idx"],
+             "prompt": problems["prompt"][o["prompt_index"]][-1]["content"],
+             "ground_truth": problems["ground_truth"][o["prompt_index"]],
+             "response": o["response"], "n_tokens": o["n_tokens"],
+             "finish_reason": o["finish_reason"]} for o in outs]
+    write_parquet(pd.DataFrame(rows, columns=list(EVAL_COLUMNS)), out_path)
+
+
+def grade(generations_path: str, cfg: dict, summary_path: str, verdicts_path: str,
+          model: str, benchmark: str) -> None:
+    """Grade every sample with the paper's protocol; write the summary and per-sample verdicts."""
+    from opd.grading import grade as grade_all, summarize
+
+    df = read_parquet(generations_path, required=EVAL_COLUMNS)
+    verdicts = grade_all(list(df["response"]), list(df["ground_truth"]),
+                         workers=cfg.get("workers", 2), timeout_s=cfg.get("timeout_s", 5.0))
+    v = pd.DataFrame(verdicts)
+    out = df[["problem_id", "sample_idx", "response", "n_tokens", "finish_reason"]].copy()
+    for col in ("correct", "format_error", "extracted", "timed_out"):
+        out[col] = v[col]
+    summary = summarize(out)
+    summary.update({"model": model, "benchmark": benchmark})
+    write_parquet(out, verdicts_path)
+    write_json(summary, summary_path)
+    print(f"{model} on {benchmark}: avg@n {summary['mean_score']:.3f}, pass@n {summary['best_score']:.3f}")

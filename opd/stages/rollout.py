@@ -1,0 +1,52 @@
+"""Stage: teacher rollout with rejection sampling; its output is the cold-start SFT dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from opd.data import flat_view, read_parquet, write_json, write_parquet
+from opd.generation import SamplingParams, generate, load_model, load_tokenizer
+from opd.rollout import run_rollout
+
+
+def teacher_rollout(teacher_dir: str, prompts_path: str, cfg: dict, seed: int,
+                    out_path: str, stats_path: str, threads: int = 1) -> None:
+    """Roll out the teacher on the training prompts; keep accepted responses as SFT rows."""
+    torch.set_num_threads(threads)
+    problems = flat_view(read_parquet(prompts_path), prompts_path)
+    if cfg.get("prompts"):
+        problems = problems.iloc[:cfg["prompts"]].reset_index(drop=True)
+    tok, model = load_tokenizer(teacher_dir), load_model(teacher_dir)
+    prompts = list(problems["prompt"])
+
+    def generate_fn(indices, attempt):
+        params = SamplingParams(n=1, temperature=cfg["temperature"], top_p=cfg["top_p"],
+                                max_new_tokens=cfg["max_new_tokens"],
+                                seed=seed * 7919 + attempt * 104729 + indices[0],
+                                batch_size=cfg.get("batch_size", 64))
+        return generate(model, tok, [prompts[i] for i in indices], params,
+                        enable_thinking=cfg.get("enable_thinking"), show_progress=False)
+
+    checkpoint = Path(str(out_path) + ".progress.jsonl")
+    records, stats = run_rollout(generate_fn, len(prompts), cfg["n"],
+                                 cfg.get("max_attempts_per_rollout", 3), checkpoint,
+                                 batch_slots=cfg.get("batch_size", 64))
+    rows = []
+    for rec in records:
+        if not rec["accepted"]:
+            continue
+        p = problems.iloc[rec["prompt_index"]]
+        rows.append({"problem_id": p["problem_id"], "prompt": p["prompt"],
+                     "ground_truth": p["ground_truth"], "sample_idx": rec["sample_idx"],
+                     "response": rec["response"], "n_tokens": rec["n_tokens"],
+                     "finish_reason": rec["finish_reason"], "attempts": rec["attempts"]})
+    if not rows:
+        raise ValueError(f"every teacher rollout was rejected ({stats['rejections_by_reason']}); "
+                         "check the teacher and raise rollout.max_new_tokens or max_attempts_per_rollout")
+    write_parquet(pd.DataFrame(rows), out_path)
+    stats.update({"prompts": len(prompts), "n": cfg["n"], "teacher": str(teacher_dir)})
+    write_json(stats, stats_path)
+    checkpoint.unlink()
+    print(f"rollout: {stats['accepted']} of {stats['slots']} slots accepted -> {out_path}")

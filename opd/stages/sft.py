@@ -1,0 +1,23 @@
+"""Stage: off-policy SFT cold start of a student on teacher rollouts (native torch loop)."""
+from __future__ import annotations
+
+import torch
+
+from opd.checkpoint import save_hf
+from opd.data import read_parquet
+from opd.generation import load_model, load_tokenizer
+from opd.sft import SFTConfig, encode_examples, train_sft
+
+
+def sft_cold_start(student_dir: str, rollouts_path: str, cfg: dict, seed: int, out_dir: str,
+                   metrics_path: str, threads: int = 1) -> None:
+    """Fine-tune the student on the rollouts (loss on response tokens only) and save it."""
+    torch.set_num_threads(threads)
+    rows = read_parquet(rollouts_path, required=("prompt", "response"))
+    tok, model = load_tokenizer(student_dir), load_model(student_dir)
+    sft = SFTConfig.from_dict({k: v for k, v in cfg.items() if k != "backend"} | {"seed": seed})
+    examples = encode_examples(tok, [list(p) for p in rows["prompt"]], list(rows["response"]),
+                               sft.max_len)
+    print(f"sft: {len(examples)} examples from {rollouts_path}")
+    train_sft(model, examples, sft, tok.pad_token_id, metrics_path=metrics_path, desc="sft")
+    save_hf(model, tok, out_dir)

@@ -1,0 +1,141 @@
+# Path helpers and input functions (get_*). Every path under results/ follows from config names.
+import json
+
+from opd.config import checkpoint_steps, experiment_config
+
+R = "results"
+EXPERIMENTS = list(config["experiments"])
+BENCHMARKS = list(config["data"]["benchmarks"])
+WORLD_MODELS = [m for m, spec in config["models"].items() if "world" in spec]
+
+
+wildcard_constraints:
+    exp="|".join(EXPERIMENTS),
+    bench="|".join(BENCHMARKS),
+    world_model="|".join(WORLD_MODELS) or "^$",
+    model="[A-Za-z0-9_-]+(\\.(sft|step\\d+))?",
+    split="pretrain|train|eval|heldout",
+    teacher="|".join(config["models"]),
+
+
+def get_base_model(name):
+    """Directory of a named model: built by the tiny world, or the user's local path."""
+    spec = config["models"][name]
+    return spec["path"] if "path" in spec else f"{R}/world/models/{name}"
+
+
+def get_world_model_spec(wildcards):
+    return config["models"][wildcards.world_model]["world"]
+
+
+def get_benchmark_spec(wildcards):
+    return config["data"]["benchmarks"][wildcards.bench]
+
+
+def get_rollout_teacher(wildcards):
+    return get_base_model(wildcards.teacher)
+
+
+def get_model_kinds(wildcards):
+    return {k: split_model_key(k) for k in model_keys()}
+
+
+def get_dataset_source(spec):
+    """Input file of a dataset spec: a world split or the user's parquet."""
+    src = spec["source"]
+    if src.startswith("world:"):
+        return f"{R}/world/problems/{src.split(':', 1)[1]}.parquet"
+    return src
+
+
+def get_benchmark_source(wildcards):
+    return get_dataset_source(config["data"]["benchmarks"][wildcards.bench])
+
+
+def get_train_source(wildcards):
+    return get_dataset_source(config["data"]["train"])
+
+
+def get_experiment_params(wildcards):
+    """The resolved training config; a change reruns this experiment only."""
+    return json.dumps(experiment_config(config, wildcards.exp), sort_keys=True)
+
+
+def get_teacher_name(wildcards):
+    return config["experiments"][wildcards.exp].get("teacher") or ""
+
+
+def get_start_model(wildcards):
+    """The student an experiment trains: cold-started, or the named base model."""
+    exp = config["experiments"][wildcards.exp]
+    if exp.get("cold_start"):
+        return f"{R}/sft/{wildcards.exp}/model"
+    return get_base_model(exp["student"])
+
+
+def get_train_inputs(wildcards):
+    exp = config["experiments"][wildcards.exp]
+    inputs = {"student": get_start_model(wildcards), "prompts": f"{R}/data/train.parquet"}
+    if exp["method"] == "opd":
+        inputs["teacher"] = get_base_model(exp["teacher"])
+    return inputs
+
+
+def get_sft_teacher(wildcards):
+    return get_base_model(config["experiments"][wildcards.exp]["teacher"])
+
+
+def get_sft_rollouts(wildcards):
+    return f"{R}/rollout/{config['experiments'][wildcards.exp]['teacher']}/rollouts.parquet"
+
+
+def get_sft_student(wildcards):
+    return get_base_model(config["experiments"][wildcards.exp]["student"])
+
+
+def split_model_key(key):
+    """``name`` | ``exp.sft`` | ``exp.stepN`` -> (kind, name, step)."""
+    if "." not in key:
+        return "base", key, None
+    exp, tag = key.split(".", 1)
+    return ("sft", exp, None) if tag == "sft" else ("step", exp, int(tag[4:]))
+
+
+def get_model_input(wildcards):
+    """Directory the evaluation of model key ``wildcards.model`` reads."""
+    kind, name, _ = split_model_key(wildcards.model)
+    if kind == "base":
+        return get_base_model(name)
+    if kind == "sft":
+        return f"{R}/sft/{name}/model"
+    return f"{R}/train/{name}/checkpoints"
+
+
+def get_model_subdir(wildcards):
+    kind, _, step = split_model_key(wildcards.model)
+    return f"step_{step:04d}" if kind == "step" else ""
+
+
+def model_keys():
+    """Every model evaluated: base students and teachers, cold starts, all checkpoints."""
+    keys = []
+    for name, exp in config["experiments"].items():
+        for base in (exp["student"], exp.get("teacher")):
+            if base and base not in keys:
+                keys.append(base)
+        if exp.get("cold_start"):
+            keys.append(f"{name}.sft")
+        keys += [f"{name}.step{s:04d}" for s in checkpoint_steps(config, name)]
+    return keys
+
+
+def get_all_grades(wildcards=None):
+    return [f"{R}/grades/{m}/{b}.json" for m in model_keys() for b in BENCHMARKS]
+
+
+def get_final_outputs():
+    return [
+        f"{R}/figures/accuracy_vs_step.png",
+        f"{R}/figures/training_dynamics.png",
+        f"{R}/tables/summary.csv",
+    ]

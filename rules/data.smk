@@ -1,0 +1,39 @@
+# Datasets: benchmarks normalised to the project's row format; training prompts deduplicated.
+
+
+rule prepare_benchmark:
+    input:
+        get_benchmark_source,
+    output:
+        f"{R}/data/benchmarks/{{bench}}.parquet",
+    params:
+        spec=get_benchmark_spec,
+    log:
+        f"{R}/logs/prepare_benchmark/{{bench}}.log",
+    benchmark:
+        f"{R}/benchmarks/prepare_benchmark/{{bench}}.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/prepare_dataset.py"
+
+
+rule dedup_train:
+    input:
+        train=get_train_source,
+        reference=expand(f"{R}/data/benchmarks/{{bench}}.parquet", bench=BENCHMARKS),
+    output:
+        train=f"{R}/data/train.parquet",
+        report=f"{R}/data/dedup_report.json",
+    params:
+        spec=config["data"]["train"],
+        dedup=config["data"].get("dedup", {}),
+    threads: 2
+    log:
+        f"{R}/logs/dedup_train.log",
+    benchmark:
+        f"{R}/benchmarks/dedup_train.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/dedup_train.py"

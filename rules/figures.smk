@@ -1,0 +1,31 @@
+# Figures and tables from the graded evaluations and training metrics.
+
+
+rule figures:
+    input:
+        grades=get_all_grades,
+        metrics=expand(f"{R}/train/{{exp}}/metrics.jsonl", exp=EXPERIMENTS),
+    output:
+        accuracy=report(
+            f"{R}/figures/accuracy_vs_step.png",
+            caption="../report/accuracy_vs_step.rst",
+            category="Figures",
+        ),
+        dynamics=report(
+            f"{R}/figures/training_dynamics.png",
+            caption="../report/training_dynamics.rst",
+            category="Figures",
+        ),
+        table=f"{R}/tables/summary.csv",
+    params:
+        experiments=config["experiments"],
+        benchmark=config["figures"]["benchmark"],
+        models=get_model_kinds,
+    log:
+        f"{R}/logs/figures.log",
+    benchmark:
+        f"{R}/benchmarks/figures.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/figures.py"

@@ -1,0 +1,55 @@
+# The tiny world: synthetic problems, a locally trained tokenizer, tiny models from scratch.
+
+
+rule world_problems:
+    output:
+        expand(f"{R}/world/problems/{{split}}.parquet", split=["pretrain", "train", "eval", "heldout"]),
+    params:
+        problems=config.get("world", {}).get("problems"),
+        seed=config["seed"],
+    log:
+        f"{R}/logs/world_problems.log",
+    benchmark:
+        f"{R}/benchmarks/world_problems.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/world_problems.py"
+
+
+rule world_tokenizer:
+    input:
+        f"{R}/world/problems/pretrain.parquet",
+    output:
+        directory(f"{R}/world/tokenizer"),
+    params:
+        vocab_size=config.get("world", {}).get("tokenizer", {}).get("vocab_size"),
+    log:
+        f"{R}/logs/world_tokenizer.log",
+    benchmark:
+        f"{R}/benchmarks/world_tokenizer.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/world_tokenizer.py"
+
+
+rule world_model:
+    input:
+        corpus=f"{R}/world/problems/pretrain.parquet",
+        tokenizer=f"{R}/world/tokenizer",
+    output:
+        model=directory(f"{R}/world/models/{{world_model}}"),
+        metrics=f"{R}/world/pretrain/{{world_model}}/metrics.jsonl",
+    params:
+        spec=get_world_model_spec,
+        seed=config["seed"],
+    threads: 1
+    log:
+        f"{R}/logs/world_model/{{world_model}}.log",
+    benchmark:
+        f"{R}/benchmarks/world_model/{{world_model}}.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/world_model.py"

@@ -1,0 +1,7 @@
+"""Rule grade: grade evaluation generations with the paper's protocol."""
+from opd.runlog import stage_logging
+from opd.stages.evaluate import grade
+
+with stage_logging(snakemake.log[0]):
+    grade(snakemake.input[0], snakemake.params.grading, snakemake.output.summary,
+          snakemake.output.verdicts, snakemake.wildcards.model, snakemake.wildcards.bench)

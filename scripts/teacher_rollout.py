@@ -1,0 +1,8 @@
+"""Rule teacher_rollout: rejection-sampled teacher rollouts (resumable)."""
+from opd.runlog import stage_logging
+from opd.stages.rollout import teacher_rollout
+
+with stage_logging(snakemake.log[0]):
+    teacher_rollout(snakemake.input.teacher, snakemake.input.prompts, snakemake.params.rollout,
+                    snakemake.params.seed, snakemake.output.rollouts, snakemake.output.stats,
+                    threads=snakemake.threads)
