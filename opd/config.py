@@ -43,6 +43,8 @@ def uses_world(config: dict) -> bool:
     """Whether any dataset or model comes from the tiny world."""
     sources = [config["data"]["train"]["source"]] + [
         b["source"] for b in config["data"]["benchmarks"].values()]
+    if "selection" in config["data"]:
+        sources.append(config["data"]["selection"]["reference"]["source"])
     return any(s.startswith("world:") for s in sources) or any(
         "world" in m for m in config["models"].values())
 
@@ -67,10 +69,16 @@ def check_config(config: dict) -> None:
         if exp.get("cold_start") and teacher is None:
             raise ConfigError(f"{key}.cold_start: a cold start rolls out the teacher, so set "
                               f"{key}.teacher")
+        if exp.get("prompts", "all") == "selected" and "selection" not in config["data"]:
+            raise ConfigError(f"{key}.prompts: 'selected' needs a data.selection section")
         try:
             TrainConfig.from_dict(experiment_config(config, name))
         except ValueError as err:
             raise ConfigError(f"{key}.train: {err}") from err
+    verifier = config.get("grading", {}).get("verifier")
+    if verifier and verifier not in models:
+        raise ConfigError(f"grading.verifier: unknown model {verifier!r}; define it under `models:` "
+                          f"(known: {sorted(models)})")
     bench = config["figures"]["benchmark"]
     if bench not in config["data"]["benchmarks"]:
         raise ConfigError(f"figures.benchmark: {bench!r} is not one of data.benchmarks "

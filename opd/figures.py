@@ -53,9 +53,10 @@ def plot_accuracy(table: pd.DataFrame, experiments: dict, benchmark: str, out_pa
     """Eval accuracy against training step, with base models as horizontal references."""
     t = table[table["benchmark"] == benchmark]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, exp in experiments.items():
+    for i, (name, exp) in enumerate(experiments.items()):
         c = experiment_curve(table, name, exp, benchmark)
-        ax.plot(c["step"], c["mean_score"], marker="o", label=f"{name} ({exp['method']})")
+        ax.plot(c["step"], c["mean_score"], marker="o", color=f"C{i}",
+                label=f"{name} ({exp['method']})")
     refs = {}
     for exp in experiments.values():
         refs.setdefault(exp["student"], "initial student")
@@ -84,17 +85,18 @@ DYNAMICS = (("rollout/accuracy", "rollout accuracy"), ("opd/overlap_ratio", "top
 def plot_dynamics(metrics_paths: dict[str, str], out_path) -> None:
     """Training curves per experiment from ``metrics.jsonl``."""
     fig, axes = plt.subplots(1, len(DYNAMICS), figsize=(4 * len(DYNAMICS), 3.5))
-    for name, path in metrics_paths.items():
+    for i, (name, path) in enumerate(metrics_paths.items()):
         rows = read_jsonl(path)
         for ax, (key, title) in zip(axes, DYNAMICS):
             pts = [(r["step"], r[key]) for r in rows if key in r]
             if pts:
-                ax.plot(*zip(*pts), label=name)
+                ax.plot(*zip(*pts), label=name, color=f"C{i}")
     for ax, (_, title) in zip(axes, DYNAMICS):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles = [plt.Line2D([], [], color=f"C{i}", label=name) for i, name in enumerate(metrics_paths)]
+    axes[0].legend(handles=handles, fontsize=8)
     _save(fig, out_path)
 
 

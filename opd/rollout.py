@@ -10,7 +10,8 @@ Every (prompt, sample) slot is generated, checked by ``reject_reason`` and retri
   repeated 3 times in a row (``repeated_block``).
 
 Each finished slot (accepted, or rejected on its last attempt) is appended as one JSON line to
-the checkpoint file and flushed. A rerun reads the checkpoint, skips finished slots and never
+the checkpoint file and flushed; the first line is a header with a fingerprint of the inputs, so
+a checkpoint left by a run with another teacher, prompt set or settings is discarded. A rerun reads the checkpoint, skips finished slots and never
 writes a slot twice; only when all slots are done is the parquet written (atomically) and the
 checkpoint removed. Sampling after a resume draws fresh random numbers, so a resumed run is a
 valid but not bit-identical sample of an uninterrupted one.
@@ -90,16 +91,24 @@ GenerateFn = Callable[[list[int], int], list[dict]]
 
 def run_rollout(generate_fn: GenerateFn, n_prompts: int, n: int, max_attempts: int,
                 checkpoint: str | Path, batch_slots: int = 256,
-                long_text_chars: int = 500) -> tuple[list[dict], dict]:
-    """Fill ``n_prompts * n`` slots with accepted responses where possible; see module doc."""
+                long_text_chars: int = 500, fingerprint: str = "") -> tuple[list[dict], dict]:
+    """Fill ``n_prompts * n`` slots with accepted responses where possible; see module doc.
+
+    ``fingerprint`` identifies the inputs (model, prompts, settings); a checkpoint written under
+    another fingerprint is stale and is discarded instead of resumed.
+    """
     checkpoint = Path(checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    header = {"fingerprint": fingerprint, "n_prompts": n_prompts, "n": n}
+    lines = read_jsonl(checkpoint)
+    if lines and lines[0] != header:
+        print(f"discarding stale rollout checkpoint {checkpoint} (inputs changed)")
+        lines = []
     done: dict[tuple[int, int], dict] = {}
-    for rec in read_jsonl(checkpoint):
+    for rec in lines[1:]:
         done.setdefault((rec["prompt_index"], rec["sample_idx"]), rec)
     resumed = len(done)
-    if resumed:
-        _rewrite(checkpoint, done.values())  # drop a torn last line before appending
+    _rewrite(checkpoint, [header, *done.values()])  # fresh header; drops a torn last line
     pending = [(p, s) for p in range(n_prompts) for s in range(n) if (p, s) not in done]
     bar = progress(total=n_prompts * n, initial=len(done), desc="rollout slots")
     for start in range(0, len(pending), batch_slots):

@@ -56,6 +56,16 @@ def get_train_source(wildcards):
     return get_dataset_source(config["data"]["train"])
 
 
+def get_selection_reference(wildcards):
+    return get_dataset_source(config["data"]["selection"]["reference"])
+
+
+def get_train_prompts(wildcards):
+    """Deduplicated training prompts, or the teacher-aligned selection of them."""
+    exp = config["experiments"][wildcards.exp]
+    return f"{R}/data/selected.parquet" if exp.get("prompts") == "selected" else f"{R}/data/train.parquet"
+
+
 def get_experiment_params(wildcards):
     """The resolved training config; a change reruns this experiment only."""
     return json.dumps(experiment_config(config, wildcards.exp), sort_keys=True)
@@ -75,7 +85,7 @@ def get_start_model(wildcards):
 
 def get_train_inputs(wildcards):
     exp = config["experiments"][wildcards.exp]
-    inputs = {"student": get_start_model(wildcards), "prompts": f"{R}/data/train.parquet"}
+    inputs = {"student": get_start_model(wildcards), "prompts": get_train_prompts(wildcards)}
     if exp["method"] == "opd":
         inputs["teacher"] = get_base_model(exp["teacher"])
     return inputs
@@ -91,6 +101,15 @@ def get_sft_rollouts(wildcards):
 
 def get_sft_student(wildcards):
     return get_base_model(config["experiments"][wildcards.exp]["student"])
+
+
+def get_grade_inputs(wildcards):
+    """The generations, and the verifier model when ``grading.verifier`` names one."""
+    inputs = {"generations": f"{R}/eval/{wildcards.model}/{wildcards.bench}.parquet"}
+    verifier = config.get("grading", {}).get("verifier")
+    if verifier:
+        inputs["verifier"] = get_base_model(verifier)
+    return inputs
 
 
 def split_model_key(key):

@@ -37,3 +37,23 @@ rule dedup_train:
         "../envs/core.yaml"
     script:
         "../scripts/dedup_train.py"
+
+
+rule select_prompts:
+    input:
+        train=f"{R}/data/train.parquet",
+        reference=get_selection_reference,
+    output:
+        selected=f"{R}/data/selected.parquet",
+        report=f"{R}/data/selection_report.json",
+    params:
+        selection=config["data"].get("selection", {}),
+    threads: 2
+    log:
+        f"{R}/logs/select_prompts.log",
+    benchmark:
+        f"{R}/benchmarks/select_prompts.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/select_prompts.py"

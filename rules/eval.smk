@@ -24,7 +24,7 @@ rule eval_generate:
 
 rule grade:
     input:
-        f"{R}/eval/{{model}}/{{bench}}.parquet",
+        unpack(get_grade_inputs),
     output:
         summary=f"{R}/grades/{{model}}/{{bench}}.json",
         verdicts=f"{R}/grades/{{model}}/{{bench}}.verdicts.parquet",

@@ -94,12 +94,12 @@ def test_resume_after_kill_has_no_duplicates_or_losses(tmp_path):
     proc = subprocess.Popen([sys.executable, str(script), str(ckpt), "40"], cwd=tmp_path)
     deadline = time.time() + 60
     while time.time() < deadline:
-        if ckpt.exists() and len(ckpt.read_text().splitlines()) >= 12:
+        if ckpt.exists() and len(ckpt.read_text().splitlines()) >= 13:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = [json.loads(l) for l in ckpt.read_text().splitlines() if l.strip()]
+    partial = [json.loads(l) for l in ckpt.read_text().splitlines() if l.strip()][1:]
     assert 12 <= len(partial) < 80, "the kill should land mid-run"
     # a torn line, as a kill during a write would leave
     with open(ckpt, "a") as fh:
@@ -107,7 +107,7 @@ def test_resume_after_kill_has_no_duplicates_or_losses(tmp_path):
     out = subprocess.run([sys.executable, str(script), str(ckpt), "40"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    rows = [json.loads(l) for l in ckpt.read_text().splitlines()]
+    rows = [json.loads(l) for l in ckpt.read_text().splitlines()][1:]
     slots = [(r["prompt_index"], r["sample_idx"]) for r in rows]
     assert len(slots) == len(set(slots)) == 80
     assert set(slots) == {(p, s) for p in range(40) for s in range(2)}
@@ -115,3 +115,22 @@ def test_resume_after_kill_has_no_duplicates_or_losses(tmp_path):
     before = {(r["prompt_index"], r["sample_idx"]): r for r in partial}
     after = {(r["prompt_index"], r["sample_idx"]): r for r in rows}
     assert all(after[k] == v for k, v in before.items())
+
+
+def test_stale_checkpoint_is_discarded(tmp_path):
+    ckpt = tmp_path / "c.jsonl"
+
+    def gen(indices, attempt):
+        return [{"response": GOOD, "n_tokens": 5, "finish_reason": "stop"} for _ in indices]
+
+    def bad(indices, attempt):
+        return [{"response": "nothing", "n_tokens": 5, "finish_reason": "stop"} for _ in indices]
+
+    run_rollout(bad, n_prompts=2, n=1, max_attempts=1, checkpoint=ckpt, fingerprint="old")
+    ckpt.write_text(ckpt.read_text())  # a leftover checkpoint from other inputs
+    records, stats = run_rollout(gen, n_prompts=2, n=1, max_attempts=1, checkpoint=ckpt,
+                                 fingerprint="new")
+    assert stats["resumed_slots"] == 0 and all(r["accepted"] for r in records)
+    records, stats = run_rollout(bad, n_prompts=2, n=1, max_attempts=1, checkpoint=ckpt,
+                                 fingerprint="new")
+    assert stats["resumed_slots"] == 2 and all(r["accepted"] for r in records)

@@ -35,3 +35,19 @@ def dedup_train(train_path: str, spec: dict, reference_paths: list[str], dedup_c
     write_parquet(kept, out_path)
     write_json(report, report_path)
     print(f"train: kept {len(kept)} of {len(train)} prompts -> {out_path}")
+
+
+def select_prompts(train_path: str, reference_path: str, cfg: dict, out_path: str,
+                   report_path: str) -> None:
+    """Keep the training prompts closest to the reference set (the teacher's post-training prompts)."""
+    from opd.selection import select_aligned
+
+    ref_spec = cfg["reference"]
+    reference = load_dataset(reference_path, name="reference",
+                             prompt_style=ref_spec.get("prompt_style", "keep"))
+    selected, report = select_aligned(read_parquet(train_path), reference,
+                                      encoder_path=cfg.get("encoder"), top_n=cfg.get("top_n"),
+                                      fraction=cfg.get("fraction"), score=cfg.get("score", "max"))
+    write_parquet(selected, out_path)
+    write_json(report, report_path)
+    print(f"selection: kept {len(selected)} training prompts -> {out_path}")

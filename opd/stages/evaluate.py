@@ -32,17 +32,40 @@ def eval_generate(model_dir: str, benchmark_path: str, cfg: dict, seed: int, out
     write_parquet(pd.DataFrame(rows, columns=list(EVAL_COLUMNS)), out_path)
 
 
+def judge_with(model_dir: str, max_new_tokens: int):
+    """A ``judge_fn`` for ``opd.grading.model_verify``: greedy answers of a local model."""
+    tok, model = load_tokenizer(model_dir), load_model(model_dir)
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+
+    def judge_fn(prompts: list[str]) -> list[str]:
+        outs = generate(model, tok, [[{"role": "user", "content": p}] for p in prompts], params,
+                        desc="verifier")
+        return [o["response"] for o in outs]
+    return judge_fn
+
+
 def grade(generations_path: str, cfg: dict, summary_path: str, verdicts_path: str,
-          model: str, benchmark: str) -> None:
-    """Grade every sample with the paper's protocol; write the summary and per-sample verdicts."""
-    from opd.grading import grade as grade_all, summarize
+          model: str, benchmark: str, verifier_dir: str | None = None) -> None:
+    """Grade every sample with the paper's protocol; write the summary and per-sample verdicts.
+
+    With ``verifier_dir`` (config ``grading.verifier``), a model re-judges the rule-failed
+    answers that have a boxed answer; its verdicts are kept next to the rule verdicts.
+    """
+    from opd.grading import grade as grade_all, model_verify, summarize
 
     df = read_parquet(generations_path, required=EVAL_COLUMNS)
     verdicts = grade_all(list(df["response"]), list(df["ground_truth"]),
                          workers=cfg.get("workers", 2), timeout_s=cfg.get("timeout_s", 5.0))
+    if verifier_dir:
+        items = [dict(v, question=q, ground_truth=g)
+                 for v, q, g in zip(verdicts, df["prompt"], df["ground_truth"])]
+        verdicts = model_verify(items, judge_with(verifier_dir, cfg.get("verifier_max_new_tokens", 32)))
     v = pd.DataFrame(verdicts)
     out = df[["problem_id", "sample_idx", "response", "n_tokens", "finish_reason"]].copy()
-    for col in ("correct", "format_error", "extracted", "timed_out"):
+    cols = ["correct", "format_error", "extracted", "timed_out"]
+    if verifier_dir:
+        cols += ["rule_correct", "judge_verdict"]
+    for col in cols:
         out[col] = v[col]
     summary = summarize(out)
     summary.update({"model": model, "benchmark": benchmark})

@@ -1,6 +1,8 @@
 """Stage: teacher rollout with rejection sampling; its output is the cold-start SFT dataset."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +11,16 @@ import torch
 from opd.data import flat_view, read_parquet, write_json, write_parquet
 from opd.generation import SamplingParams, generate, load_model, load_tokenizer
 from opd.rollout import run_rollout
+
+
+def fingerprint(teacher_dir: str, prompts_path: str, cfg: dict, seed: int) -> str:
+    """Hash of what a rollout depends on: the teacher's and prompts' files, settings and seed."""
+    h = hashlib.sha256(json.dumps([cfg, seed], sort_keys=True).encode())
+    files = sorted(p for p in Path(teacher_dir).rglob("*") if p.is_file()) + [Path(prompts_path)]
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def teacher_rollout(teacher_dir: str, prompts_path: str, cfg: dict, seed: int,
@@ -32,7 +44,8 @@ def teacher_rollout(teacher_dir: str, prompts_path: str, cfg: dict, seed: int,
     checkpoint = Path(str(out_path) + ".progress.jsonl")
     records, stats = run_rollout(generate_fn, len(prompts), cfg["n"],
                                  cfg.get("max_attempts_per_rollout", 3), checkpoint,
-                                 batch_slots=cfg.get("batch_size", 64))
+                                 batch_slots=cfg.get("batch_size", 64),
+                                 fingerprint=fingerprint(teacher_dir, prompts_path, cfg, seed))
     rows = []
     for rec in records:
         if not rec["accepted"]:
