@@ -18,6 +18,15 @@ wildcard_constraints:
     teacher="|".join(config["models"]),
 
 
+def canonical(obj):
+    """``obj`` with every dict's keys sorted, so reordering YAML keys does not trigger reruns."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 def get_base_model(name):
     """Directory of a named model: built by the tiny world, or the user's local path."""
     spec = config["models"][name]
@@ -25,11 +34,11 @@ def get_base_model(name):
 
 
 def get_world_model_spec(wildcards):
-    return config["models"][wildcards.world_model]["world"]
+    return canonical(config["models"][wildcards.world_model]["world"])
 
 
 def get_benchmark_spec(wildcards):
-    return config["data"]["benchmarks"][wildcards.bench]
+    return canonical(config["data"]["benchmarks"][wildcards.bench])
 
 
 def get_rollout_teacher(wildcards):
@@ -38,6 +47,14 @@ def get_rollout_teacher(wildcards):
 
 def get_model_kinds(wildcards):
     return {k: split_model_key(k) for k in model_keys()}
+
+
+def get_section(*keys):
+    """A config section (``get_section("data", "dedup")``), key-sorted; ``{}`` if absent."""
+    node = config
+    for k in keys:
+        node = node.get(k, {}) if isinstance(node, dict) else {}
+    return canonical(node)
 
 
 def get_dataset_source(spec):

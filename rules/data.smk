@@ -26,8 +26,8 @@ rule dedup_train:
         train=f"{R}/data/train.parquet",
         report=f"{R}/data/dedup_report.json",
     params:
-        spec=config["data"]["train"],
-        dedup=config["data"].get("dedup", {}),
+        spec=get_section("data", "train"),
+        dedup=get_section("data", "dedup"),
     threads: 2
     log:
         f"{R}/logs/dedup_train.log",
@@ -47,7 +47,7 @@ rule select_prompts:
         selected=f"{R}/data/selected.parquet",
         report=f"{R}/data/selection_report.json",
     params:
-        selection=config["data"].get("selection", {}),
+        selection=get_section("data", "selection"),
     threads: 2
     log:
         f"{R}/logs/select_prompts.log",

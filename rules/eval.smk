@@ -9,7 +9,7 @@ rule eval_generate:
         f"{R}/eval/{{model}}/{{bench}}.parquet",
     params:
         subdir=get_model_subdir,
-        eval=config["eval"],
+        eval=get_section("eval"),
         seed=config["seed"],
     threads: 1
     log:
@@ -29,7 +29,7 @@ rule grade:
         summary=f"{R}/grades/{{model}}/{{bench}}.json",
         verdicts=f"{R}/grades/{{model}}/{{bench}}.verdicts.parquet",
     params:
-        grading=config.get("grading", {}),
+        grading=get_section("grading"),
     threads: 1
     log:
         f"{R}/logs/grade/{{model}}/{{bench}}.log",

@@ -4,7 +4,7 @@
 rule figures:
     input:
         grades=get_all_grades,
-        metrics=expand(f"{R}/train/{{exp}}/metrics.jsonl", exp=EXPERIMENTS),
+        metrics=expand(f"{R}/train/{{exp}}/metrics.jsonl", exp=sorted(EXPERIMENTS)),
     output:
         accuracy=report(
             f"{R}/figures/accuracy_vs_step.png",
@@ -18,7 +18,7 @@ rule figures:
         ),
         table=f"{R}/tables/summary.csv",
     params:
-        experiments=config["experiments"],
+        experiments=get_section("experiments"),
         benchmark=config["figures"]["benchmark"],
         models=get_model_kinds,
     log:

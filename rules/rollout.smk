@@ -9,7 +9,7 @@ rule teacher_rollout:
         rollouts=f"{R}/rollout/{{teacher}}/rollouts.parquet",
         stats=f"{R}/rollout/{{teacher}}/stats.json",
     params:
-        rollout=config["rollout"],
+        rollout=get_section("rollout"),
         seed=config["seed"],
     threads: 1
     log:

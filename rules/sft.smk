@@ -9,7 +9,7 @@ rule sft_cold_start:
         model=directory(f"{R}/sft/{{exp}}/model"),
         metrics=f"{R}/sft/{{exp}}/metrics.jsonl",
     params:
-        sft=config["sft"],
+        sft=get_section("sft"),
         seed=config["seed"],
     threads: 1
     log:

@@ -5,7 +5,7 @@ rule world_problems:
     output:
         expand(f"{R}/world/problems/{{split}}.parquet", split=["pretrain", "train", "eval", "heldout"]),
     params:
-        problems=config.get("world", {}).get("problems"),
+        problems=get_section("world", "problems"),
         seed=config["seed"],
     log:
         f"{R}/logs/world_problems.log",
