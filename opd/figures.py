@@ -82,15 +82,28 @@ DYNAMICS = (("rollout/accuracy", "rollout accuracy"), ("opd/overlap_ratio", "top
             ("opd/teacher_mass_shared", "teacher mass on shared top-k"))
 
 
-def plot_dynamics(metrics_paths: dict[str, str], out_path) -> None:
-    """Training curves per experiment from ``metrics.jsonl``."""
+def moving_average(values, window: int) -> list[float]:
+    """Trailing mean over up to ``window`` points (the first points average what exists)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def plot_dynamics(metrics_paths: dict[str, str], out_path, smooth: int = 5) -> None:
+    """Training curves per experiment from ``metrics.jsonl``: raw (faint) and a moving average."""
     fig, axes = plt.subplots(1, len(DYNAMICS), figsize=(4 * len(DYNAMICS), 3.5))
     for i, (name, path) in enumerate(metrics_paths.items()):
         rows = read_jsonl(path)
         for ax, (key, title) in zip(axes, DYNAMICS):
             pts = [(r["step"], r[key]) for r in rows if key in r]
             if pts:
-                ax.plot(*zip(*pts), label=name, color=f"C{i}")
+                steps, values = zip(*pts)
+                ax.plot(steps, values, color=f"C{i}", alpha=0.25, lw=0.8)
+                ax.plot(steps, moving_average(values, smooth), color=f"C{i}", label=name)
     for ax, (_, title) in zip(axes, DYNAMICS):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")

@@ -55,3 +55,4 @@ def test_impossible_request_is_a_clear_error():
         make_splits(ProblemSpec(min_ops=1, max_ops=1, max_operand=2), {"train": 100}, seed=0)
     with pytest.raises(ValueError, match="min_ops"):
         ProblemSpec(min_ops=3, max_ops=1)
+
