@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 CORES ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: run test lint dryrun figures clean
+VERL_VENV ?= .venv-verl
+VERL_STAMP := $(VERL_VENV)/.installed-stamp
+
+.PHONY: run test lint dryrun figures clean env-verl
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,3 +34,13 @@ figures: $(STAMP)
 
 clean:
 	rm -rf results .snakemake
+
+# The verl stack (GPU trainer backend) in its own venv; reused until its pins change.
+env-verl: $(VERL_STAMP)
+
+$(VERL_STAMP): envs/verl.requirements.txt pyproject.toml
+	test -x $(VERL_VENV)/bin/python || python3 -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install --quiet torch==2.13.0
+	$(VERL_VENV)/bin/pip install --quiet -r envs/verl.requirements.txt
+	$(VERL_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(VERL_STAMP)

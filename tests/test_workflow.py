@@ -136,6 +136,10 @@ def test_rollout_resumes_after_a_killed_run(run):
     done_before = len(read_jsonl(progress)) - 1  # minus the header line
     assert 6 <= done_before < 32, "the kill should land mid-rollout"
     assert not (r / "rollout/teacher/rollouts.parquet").exists()
+    # what a user does after a hard kill: release Snakemake's lock, then rerun
+    unlock = subprocess.run(cmd[:-2] + ["--unlock"], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
     out = subprocess.run(cmd[:-2] + ["--rerun-incomplete", "--", target], capture_output=True,
                          text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -1,0 +1,297 @@
+r"""The verl backend of the ``train`` stage: experiment config -> ``verl.trainer.main_ppo`` argv.
+
+Pure Python (no verl import)::
+
+    argv = verl_command("opd", experiment_config(config, "opd"), paths, cluster)
+    env = {**os.environ, **verl_env()}          # loads opd.backends.verl_ext in the driver too
+    subprocess.run(argv, env=env, check=True)
+
+``paths``: ``student``, ``teacher`` (OPD only), ``train_parquet``, ``val_parquet``,
+``output_dir``, ``reward_fn_file`` (normally ``opd/backends/verl_reward.py``).
+``cluster`` (all optional): ``n_gpus_per_node`` (1), ``nnodes`` (1), ``rollout_name`` (vllm),
+``rollout_tp`` (1), ``gpu_memory_utilization`` (0.5), ``max_prompt_length`` (512),
+``teacher_n_gpus_per_node`` (1), ``teacher_nnodes`` (1), ``teacher_tp`` (1),
+``project_name`` (opd), ``python`` ("python").
+
+What maps, and how (verl 0.9.1, the packaged ``ppo_trainer`` config):
+
+* GRPO (``adv_estimator: grpo``): ``algorithm.adv_estimator=grpo``, rollout ``n``, actor lr /
+  weight decay / AdamW eps / grad clip, mini-batch (verl counts it in prompts: native
+  ``mini_batch_size`` sequences / ``n_samples``), micro-batch, epochs, clip ratios (low, high,
+  dual-clip c), ``loss_agg_mode``, the KL loss, response length, rollout temperature
+  (= ``student_temperature``, top_p 1), and the reward function
+  ``reward.custom_reward_function.{path,name=compute_score}`` (the 0.9.1 spelling of the old
+  top-level ``custom_reward_function``).
+* Sampled-token OPD (``top_k: 0``): verl's own distillation, ``distillation.enabled=true``,
+  ``distillation_loss.loss_mode=k1`` with ``use_policy_gradient=true``: the actor's
+  advantage is ``-(log p_s(y) - log p_t(y))`` on the sampled token ``y`` with verl's vanilla
+  PPO loss -- the same as the native ``token_reward_direct`` with one candidate.  The
+  ``token_reward_direct_plus_grpo`` estimator adds verl's task (GRPO) loss:
+  ``use_task_rewards=true``, ``algorithm.adv_estimator=grpo``, ``distillation_loss_coef=1``.
+* Top-k OPD, strategies ``only_tch`` and ``intersection`` (every weight mode): verl's vLLM
+  teacher returns its own top-k ids and log-probs; the actor has the student's full logits.
+  ``only_tch`` needs S and T at the teacher's ids; ``intersection`` needs the student's top-k
+  (actor), membership in the teacher's top-k (vLLM ids) and S and T at the valid candidates,
+  which lie in the teacher's top-k by definition, so T is known there.  Weights: ``student_p``
+  needs S at the valid candidates (actor), ``teacher_p`` T at the same candidates (known, as
+  just said), ``none`` neither.  ``opd.backends.verl_ext`` registers the distillation loss
+  ``opd_<strategy>_<weight_mode>`` (``register_distillation_loss``, ``use_topk=True``) and
+  routes verl's top-k logits processor to the paper's per-candidate reward and PPO surrogate
+  for those names (verl 0.9.1 hard-wires that processor to ``forward_kl_topk``; see
+  ``verl_ext``).  Ties at the k-th teacher log-prob may be broken differently by vLLM and torch.
+* Refused (``UnsupportedCombination``, any weight mode): the strategies whose rewards need
+  the TEACHER's log-prob at STUDENT top-k ids outside the teacher's top-k, which verl's
+  teacher never returns: ``only_stu`` (every student id), ``union`` (its student half) and
+  ``union-intersection`` (its student half is exactly the student ids NOT in the teacher's
+  top-k).  ``teacher_p`` adds nothing new: it reads T at the same candidates as the reward.
+  Also refused, whatever the strategy: ``teacher_temperature != 1`` (verl's teacher always
+  scores at temperature 1), more than one optimiser step per rollout batch for OPD (verl keeps
+  no old log-probs at the candidates, and its k1 path takes the reward from the current
+  log-probs, so the PPO ratio would differ from native), ``use_kl_loss`` with OPD's
+  ``token_reward_direct`` (verl drops the actor KL loss when ``use_task_rewards=false``),
+  ``grpo_outcome_weight != 1`` (verl adds the task loss with weight 1), and a
+  ``policy_loss`` other than ``vanilla``.
+  Not mapped at all: the teacher log-prob floor (``LOGP_FLOOR``) on the ``top_k: 0`` path
+  (verl's k1 uses vLLM's log-prob as is; they differ only below exp(-87)).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+from opd.objectives.config import STRATEGIES, WEIGHT_MODES
+
+#: The module verl imports in every worker (``actor_rollout_ref.model.external_lib``) and in
+#: the driver (``VERL_USE_EXTERNAL_MODULES``, see ``verl_env``).
+EXTERNAL_MODULE = "opd.backends.verl_ext"
+#: Name of the reward function inside ``paths["reward_fn_file"]``.
+REWARD_FN_NAME = "compute_score"
+#: The alternative named by every refusal.
+ALTERNATIVE = "use backends.train: native, or strategy only_tch (or intersection)"
+
+SUPPORTED_TOPK_STRATEGIES = ("only_tch", "intersection")
+
+
+class UnsupportedCombination(ValueError):
+    """An objective setting the verl backend cannot run exactly as the native trainer does."""
+
+
+def topk_loss_name(strategy: str, weight_mode: str) -> str:
+    """The distillation ``loss_mode`` ``verl_ext`` registers for a supported top-k combination."""
+    return f"opd_{strategy}_{weight_mode}"
+
+
+#: Every loss name ``verl_ext`` registers -> (strategy, weight_mode).
+TOPK_LOSSES = {topk_loss_name(s, w): (s, w) for s in SUPPORTED_TOPK_STRATEGIES for w in WEIGHT_MODES}
+
+_REFUSAL_WHY = {
+    "only_stu": "its candidates are the student's top-k ids, and verl's vLLM teacher returns "
+                "log-probs only at the teacher's own top-k ids (or the sampled token), never at "
+                "the student's",
+    "union": "its student half needs the teacher's log-probs at the student's top-k ids, which "
+             "verl's vLLM teacher never returns",
+    "union-intersection": "its student half needs the teacher's log-probs at the student's "
+                          "top-k ids, which verl's vLLM teacher never returns",
+}
+
+
+def support_table() -> dict[tuple[Any, Any], str]:
+    """``{(strategy, weight_mode): "exact" | "refused"}`` for all 15 top-k combinations, plus
+    ``(0, None)`` for sampled-token OPD (``top_k: 0``, where strategy and weights do not apply).
+
+    "exact" means the verl run optimises the same per-token objective as the native trainer
+    (given the global conditions in the module docstring); "refused" raises
+    ``UnsupportedCombination``.
+    """
+    table: dict[tuple[Any, Any], str] = {
+        (s, w): ("exact" if s in SUPPORTED_TOPK_STRATEGIES else "refused")
+        for s in STRATEGIES for w in WEIGHT_MODES}
+    table[(0, None)] = "exact"
+    return table
+
+
+def _refuse(msg: str) -> UnsupportedCombination:
+    return UnsupportedCombination(f"verl backend: {msg}; {ALTERNATIVE}")
+
+
+def _check_objective(train) -> None:
+    """Raise ``UnsupportedCombination`` when ``train`` (a ``TrainConfig``) is not exact on verl."""
+    o = train.objective
+    if o.policy_loss != "vanilla":
+        raise _refuse(f"policy_loss {o.policy_loss!r} has no verl counterpart wired here (only vanilla)")
+    if o.adv_estimator == "grpo":
+        return
+    if o.top_k > 0 and o.strategy not in SUPPORTED_TOPK_STRATEGIES:
+        raise _refuse(f"strategy {o.strategy!r} (weight_mode {o.weight_mode!r}) is not expressible: "
+                      f"{_REFUSAL_WHY[o.strategy]}")
+    if o.teacher_temperature != 1.0:
+        raise _refuse(f"teacher_temperature={o.teacher_temperature} is not expressible: verl's teacher "
+                      "always scores at temperature 1.0")
+    batch = train.prompts_per_step * train.n_samples
+    if train.ppo_epochs != 1 or train.mini_batch_size not in (None, batch):
+        raise _refuse("OPD on verl needs one optimiser step per rollout batch (ppo_epochs 1 and "
+                      f"mini_batch_size null or {batch}): verl keeps no old log-probs at the OPD "
+                      "candidates, so later mini-batches would use a different PPO ratio than native")
+    if o.adv_estimator == "token_reward_direct" and o.use_kl_loss:
+        raise _refuse("use_kl_loss with adv_estimator token_reward_direct: verl drops the actor's KL "
+                      "loss when distillation runs without task rewards")
+    if o.adv_estimator == "token_reward_direct_plus_grpo" and o.grpo_outcome_weight != 1.0:
+        raise _refuse(f"grpo_outcome_weight={o.grpo_outcome_weight}: verl adds the task (GRPO) loss to "
+                      "the distillation loss with weight 1 only")
+    if o.adv_estimator not in ("token_reward_direct", "token_reward_direct_plus_grpo"):
+        raise _refuse(f"adv_estimator {o.adv_estimator!r} has no verl OPD mapping")
+
+
+def check_supported(train_cfg: dict) -> None:
+    """Validate ``train_cfg`` like the native trainer, then raise ``UnsupportedCombination`` if verl
+    cannot run it exactly (the message names the alternative)."""
+    from opd.engine import TrainConfig
+
+    _check_objective(TrainConfig.from_dict(train_cfg))
+
+
+def _fmt(v: Any) -> str:
+    """A Hydra override value."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"non-finite value {v!r}")
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_fmt(x)}" for k, x in v.items()) + "}"
+    s = str(v)
+    if any(c in s for c in " ,=[]{}()'\"\\$:") or s == "":
+        return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return s
+
+
+def verl_env() -> dict[str, str]:
+    """Environment for the driver process so it registers the paper's estimators too."""
+    return {"VERL_USE_EXTERNAL_MODULES": EXTERNAL_MODULE}
+
+
+def verl_overrides(exp_name: str, train_cfg: dict, paths: dict,
+                   cluster: Optional[dict] = None) -> dict[str, Any]:
+    """The ordered ``{hydra key: value}`` overrides behind ``verl_command``."""
+    from opd.engine import TrainConfig
+
+    train = TrainConfig.from_dict(train_cfg)
+    _check_objective(train)
+    o = train.objective
+    c = dict(cluster or {})
+    is_grpo = o.adv_estimator == "grpo"
+    need = ["student", "train_parquet", "val_parquet", "output_dir", "reward_fn_file"]
+    if not is_grpo:
+        need.append("teacher")
+    missing = [k for k in need if not paths.get(k)]
+    if missing:
+        raise ValueError(f"verl_command: paths is missing {missing}")
+    if train.mini_batch_size is not None and train.mini_batch_size % train.n_samples:
+        raise ValueError(f"mini_batch_size={train.mini_batch_size} must be a multiple of n_samples="
+                         f"{train.n_samples}: verl counts mini-batches in prompts")
+    mini_prompts = (train.prompts_per_step if train.mini_batch_size is None
+                    else train.mini_batch_size // train.n_samples)
+    # micro-batches only split the gradient accumulation; keep them within one mini-batch
+    micro = min(train.micro_batch_size, mini_prompts * train.n_samples)
+    n_gpus, nnodes = c.get("n_gpus_per_node", 1), c.get("nnodes", 1)
+    with_task = is_grpo or o.adv_estimator == "token_reward_direct_plus_grpo"
+    a = "actor_rollout_ref.actor."
+    r = "actor_rollout_ref.rollout."
+    ov: dict[str, Any] = {
+        "algorithm.adv_estimator": "grpo",
+        "algorithm.norm_adv_by_std_in_grpo": o.norm_adv_by_std,
+        "algorithm.use_kl_in_reward": False,
+        "data.train_files": str(paths["train_parquet"]),
+        "data.val_files": str(paths["val_parquet"]),
+        "data.train_batch_size": train.prompts_per_step,
+        "data.max_prompt_length": c.get("max_prompt_length", 512),
+        "data.max_response_length": train.max_new_tokens,
+        "data.seed": train.seed,
+        "actor_rollout_ref.model.path": str(paths["student"]),
+        "actor_rollout_ref.model.external_lib": EXTERNAL_MODULE,
+        a + "strategy": "fsdp",
+        a + "optim.lr": float(train.lr),
+        a + "optim.weight_decay": float(train.weight_decay),
+        a + "optim.clip_grad": float(train.grad_clip),
+        a + "optim.lr_scheduler_type": "constant",
+        a + "optim.lr_warmup_steps_ratio": 0.0,
+        a + "optim.override_optimizer_config": {"eps": float(train.adam_eps)},
+        a + "ppo_mini_batch_size": mini_prompts,
+        a + "ppo_micro_batch_size_per_gpu": micro,
+        a + "ppo_epochs": train.ppo_epochs,
+        a + "data_loader_seed": train.seed,
+        a + "policy_loss.loss_mode": "vanilla",
+        a + "clip_ratio_low": o.clip_ratio_low,
+        a + "clip_ratio_high": o.clip_ratio_high,
+        a + "clip_ratio_c": o.clip_ratio_c,
+        a + "loss_agg_mode": o.loss_agg_mode,
+        a + "loss_scale_factor": o.loss_scale_factor,
+        a + "entropy_coeff": 0.0,
+        a + "use_kl_loss": o.use_kl_loss,
+        a + "kl_loss_coef": o.kl_loss_coef,
+        a + "kl_loss_type": o.kl_loss_type,
+        r + "name": c.get("rollout_name", "vllm"),
+        r + "n": train.n_samples,
+        r + "temperature": o.student_temperature,
+        r + "top_p": 1.0,
+        r + "tensor_model_parallel_size": c.get("rollout_tp", 1),
+        r + "gpu_memory_utilization": c.get("gpu_memory_utilization", 0.5),
+        r + "log_prob_micro_batch_size_per_gpu": micro,
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": micro,
+        "reward.custom_reward_function.path": str(paths["reward_fn_file"]),
+        "reward.custom_reward_function.name": REWARD_FN_NAME,
+        "trainer.project_name": c.get("project_name", "opd"),
+        "trainer.experiment_name": exp_name,
+        "trainer.logger": ["console"],
+        "trainer.total_training_steps": train.steps,
+        "trainer.save_freq": train.save_every,
+        "trainer.test_freq": -1,
+        "trainer.val_before_train": False,
+        "trainer.default_local_dir": str(paths["output_dir"]),
+        "trainer.n_gpus_per_node": n_gpus,
+        "trainer.nnodes": nnodes,
+    }
+    if not is_grpo:
+        d = "distillation."
+        dl = d + "distillation_loss."
+        tm = d + "teacher_models.teacher_model."
+        if o.top_k == 0:
+            loss_mode, use_pg = "k1", True
+        else:
+            loss_mode, use_pg = topk_loss_name(o.strategy, o.weight_mode), False
+        ov.update({
+            d + "enabled": True,
+            d + "n_gpus_per_node": c.get("teacher_n_gpus_per_node", 1),
+            d + "nnodes": c.get("teacher_nnodes", 1),
+            tm + "model_path": str(paths["teacher"]),
+            tm + "inference.tensor_model_parallel_size": c.get("teacher_tp", 1),
+            tm + "inference.temperature": 1.0,
+            dl + "loss_mode": loss_mode,
+            dl + "topk": o.top_k if o.top_k > 0 else None,
+            dl + "use_task_rewards": with_task,
+            dl + "distillation_loss_coef": 1.0,
+            dl + "use_policy_gradient": use_pg,
+            dl + "policy_loss_mode": "vanilla",
+            dl + "clip_ratio_low": o.clip_ratio_low,
+            dl + "clip_ratio_high": o.clip_ratio_high,
+            dl + "loss_max_clamp": None,
+            dl + "log_prob_min_clamp": None,
+        })
+    return ov
+
+
+def verl_command(exp_name: str, train_cfg: dict, paths: dict, cluster: Optional[dict] = None) -> list[str]:
+    """``["python", "-m", "verl.trainer.main_ppo", "key=value", ...]`` for one experiment.
+
+    ``train_cfg`` is ``opd.config.experiment_config(config, exp_name)`` (TrainConfig fields plus
+    ``objective``).  Raises ``UnsupportedCombination`` (a ``ValueError``) for objectives verl
+    cannot run exactly, naming the alternative; ``ValueError`` for missing paths.
+    """
+    ov = verl_overrides(exp_name, train_cfg, paths, cluster)
+    python = (cluster or {}).get("python", "python")
+    return [python, "-m", "verl.trainer.main_ppo"] + [f"{k}={_fmt(v)}" for k, v in ov.items()]
