@@ -54,9 +54,8 @@ from collections import deque
 from decimal import Decimal, InvalidOperation
 from multiprocessing.connection import wait as _wait_conns
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-from opd.metrics import distinct_ngram, pass_at_k
 
 log = logging.getLogger(__name__)
 
@@ -493,102 +492,6 @@ def grade(responses: list[str], ground_truths: list[str], workers: int = 2,
     return out
 
 
-# --------------------------------------------------------------------------- model verifier
-
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_YES_NO = re.compile(r"\b(yes|no)\b", re.I)
-
-
-def judge_prompt(question: str, reference: str, answer: str) -> str:
-    """Prompt asking a judge model whether ``answer`` is equivalent to ``reference``."""
-    return (
-        "You are checking a student's final answer to a math problem against the reference "
-        "answer.\n\n"
-        f"Problem:\n{question}\n\n"
-        f"Reference answer: {reference}\n"
-        f"Student's final answer: {answer}\n\n"
-        "Is the student's final answer mathematically equivalent to the reference answer "
-        "(the same value, expression, set or interval, possibly written differently)? Do not "
-        "solve the problem again; only compare the two answers. Answer YES or NO."
-    )
-
-
-def parse_judge_answer(text: str) -> bool | None:
-    """YES -> True, NO -> False, neither -> None.
-
-    Reasoning in ``<think>`` blocks is ignored; the first word decides when it is yes/no,
-    otherwise the last standalone yes/no in the reply.
-    """
-    text = _THINK.sub(" ", str(text))
-    if "</think>" in text.lower():
-        text = text[text.lower().rindex("</think>") + len("</think>"):]
-    words = re.sub(r"[^a-zA-Z ]", " ", text).split()
-    if words and words[0].lower() in ("yes", "no"):
-        return words[0].lower() == "yes"
-    found = _YES_NO.findall(text)
-    return found[-1].lower() == "yes" if found else None
-
-
-def model_verify(items: list[dict], judge_fn: Callable[[list[str]], list[str]]) -> list[dict]:
-    """Ask a judge about rule-failed items; flip them to correct only on a YES.
-
-    ``items`` are verdict dicts (as from ``grade``) with ``question`` and ``ground_truth``
-    added. Items that are correct already, or have no extracted answer, are not sent.
-    Returns copies with ``rule_correct`` (the rule verdict) and ``judge_verdict``
-    (True/False/None; None when not asked or unparseable) added.
-    """
-    out = [dict(it, rule_correct=bool(it["correct"]), judge_verdict=None) for it in items]
-    asked = [i for i, it in enumerate(out) if not it["correct"] and it.get("extracted")]
-    prompts = [judge_prompt(out[i]["question"], unbox(out[i]["ground_truth"]),
-                            out[i]["extracted"]) for i in asked]
-    replies = judge_fn(prompts) if prompts else []
-    if len(replies) != len(prompts):
-        raise ValueError(f"judge_fn returned {len(replies)} replies for {len(prompts)} prompts")
-    for i, reply in zip(asked, replies):
-        out[i]["judge_verdict"] = parse_judge_answer(reply)
-        out[i]["correct"] = out[i]["judge_verdict"] is True
-    return out
-
-
-# --------------------------------------------------------------------------- summary
-
-SUMMARY_COLUMNS = ("problem_id", "sample_idx", "response", "correct", "format_error", "n_tokens")
-
-
-def summarize(verdicts) -> dict:
-    """Benchmark numbers from one row per (problem, sample); see the module docstring.
-
-    Keys: ``n_problems``, ``n_samples`` (per problem; the minimum if it varies, with
-    ``n_samples_varies`` True), ``n_rollouts``, ``mean_score`` (avg@n), ``best_score``
-    (pass@n), ``solve_none``, ``solve_all``, ``avg_output_length``, ``format_error_rollouts``
-    (count), ``format_error_rate``, ``distinct_4gram``, and ``pass@k`` for k = 1, 2, 4, ...
-    up to ``n_samples`` plus ``n_samples`` itself (unbiased, each problem with its own n).
-    """
-    missing = [c for c in SUMMARY_COLUMNS if c not in verdicts.columns]
-    if missing:
-        raise ValueError(f"summarize: missing column(s) {missing}; need {list(SUMMARY_COLUMNS)}")
-    if len(verdicts) == 0:
-        raise ValueError("summarize: no rows")
-    df = verdicts.assign(correct=verdicts["correct"].astype(bool),
-                         format_error=verdicts["format_error"].astype(bool))
-    per = df.groupby("problem_id", sort=False)["correct"].agg(["size", "sum", "mean"])
-    n = int(per["size"].min())
-    ks = sorted({2 ** e for e in range(n.bit_length()) if 2 ** e <= n} | {n})
-    result = {
-        "n_problems": int(len(per)),
-        "n_samples": n,
-        "n_samples_varies": bool(per["size"].nunique() > 1),
-        "n_rollouts": int(len(df)),
-        "mean_score": float(per["mean"].mean()),
-        "best_score": float((per["sum"] > 0).mean()),
-        "solve_none": float((per["sum"] == 0).mean()),
-        "solve_all": float((per["sum"] == per["size"]).mean()),
-        "avg_output_length": float(df["n_tokens"].mean()),
-        "format_error_rollouts": int(df["format_error"].sum()),
-        "format_error_rate": float(df["format_error"].mean()),
-        "distinct_4gram": distinct_ngram(df["response"].astype(str), n=4),
-    }
-    for k in ks:
-        result[f"pass@{k}"] = float(sum(pass_at_k(s, c, k) for s, c in
-                                        zip(per["size"], per["sum"])) / len(per))
-    return result
+# Re-exported so callers can keep using opd.grading as the one grading entry point.
+from opd.metrics import SUMMARY_COLUMNS, summarize  # noqa: E402,F401
+from opd.verifier import judge_prompt, model_verify, parse_judge_answer  # noqa: E402,F401

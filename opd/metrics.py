@@ -5,7 +5,7 @@
     >>> distinct_ngram(["a b c d e", "a b c d"], n=4)   # 3 four-grams, 2 distinct
     0.6666666666666666
 
-``opd.grading.summarize`` uses both to turn per-sample verdicts into benchmark numbers.
+``summarize`` uses both to turn per-sample verdicts into benchmark numbers.
 """
 from __future__ import annotations
 
@@ -48,3 +48,45 @@ def distinct_ngram(texts: Iterable[str], n: int = 4) -> float:
         total += count
         seen.update(tuple(tokens[i:i + n]) for i in range(count))
     return len(seen) / total if total else 0.0
+
+
+SUMMARY_COLUMNS = ("problem_id", "sample_idx", "response", "correct", "format_error", "n_tokens")
+
+
+def summarize(verdicts) -> dict:
+    """Benchmark numbers from one row per (problem, sample); see the module docstring.
+
+    Keys: ``n_problems``, ``n_samples`` (per problem; the minimum if it varies, with
+    ``n_samples_varies`` True), ``n_rollouts``, ``mean_score`` (avg@n), ``best_score``
+    (pass@n), ``solve_none``, ``solve_all``, ``avg_output_length``, ``format_error_rollouts``
+    (count), ``format_error_rate``, ``distinct_4gram``, and ``pass@k`` for k = 1, 2, 4, ...
+    up to ``n_samples`` plus ``n_samples`` itself (unbiased, each problem with its own n).
+    """
+    missing = [c for c in SUMMARY_COLUMNS if c not in verdicts.columns]
+    if missing:
+        raise ValueError(f"summarize: missing column(s) {missing}; need {list(SUMMARY_COLUMNS)}")
+    if len(verdicts) == 0:
+        raise ValueError("summarize: no rows")
+    df = verdicts.assign(correct=verdicts["correct"].astype(bool),
+                         format_error=verdicts["format_error"].astype(bool))
+    per = df.groupby("problem_id", sort=False)["correct"].agg(["size", "sum", "mean"])
+    n = int(per["size"].min())
+    ks = sorted({2 ** e for e in range(n.bit_length()) if 2 ** e <= n} | {n})
+    result = {
+        "n_problems": int(len(per)),
+        "n_samples": n,
+        "n_samples_varies": bool(per["size"].nunique() > 1),
+        "n_rollouts": int(len(df)),
+        "mean_score": float(per["mean"].mean()),
+        "best_score": float((per["sum"] > 0).mean()),
+        "solve_none": float((per["sum"] == 0).mean()),
+        "solve_all": float((per["sum"] == per["size"]).mean()),
+        "avg_output_length": float(df["n_tokens"].mean()),
+        "format_error_rollouts": int(df["format_error"].sum()),
+        "format_error_rate": float(df["format_error"].mean()),
+        "distinct_4gram": distinct_ngram(df["response"].astype(str), n=4),
+    }
+    for k in ks:
+        result[f"pass@{k}"] = float(sum(pass_at_k(s, c, k) for s, c in
+                                        zip(per["size"], per["sum"])) / len(per))
+    return result

@@ -51,7 +51,9 @@ def grade(generations_path: str, cfg: dict, summary_path: str, verdicts_path: st
     With ``verifier_dir`` (config ``grading.verifier``), a model re-judges the rule-failed
     answers that have a boxed answer; its verdicts are kept next to the rule verdicts.
     """
-    from opd.grading import grade as grade_all, model_verify, summarize
+    from opd.grading import grade as grade_all
+    from opd.metrics import summarize
+    from opd.verifier import model_verify
 
     df = read_parquet(generations_path, required=EVAL_COLUMNS)
     verdicts = grade_all(list(df["response"]), list(df["ground_truth"]),
