@@ -9,9 +9,10 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 validate(config, "config/schema.yaml")
 
-from opd.config import check_config
+from opd.config import check_config, check_model_paths
 
 check_config(config)
+check_model_paths(config)
 
 
 include: "rules/common.smk"

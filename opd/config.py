@@ -12,6 +12,8 @@ changing one experiment reruns only that experiment and what depends on it.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 from opd.engine import TrainConfig
 
@@ -95,6 +97,38 @@ def check_config(config: dict) -> None:
                                   f"num_heads ({size['num_heads']})")
             if size and size["num_heads"] % size["num_kv_heads"]:
                 raise ConfigError(f"models.{name}.world.size.num_kv_heads: must divide num_heads")
+
+
+def check_model_paths(config: dict) -> None:
+    """User-supplied model folders exist, and every OPD pair shares one vocabulary.
+
+    Checked at DAG-build time so a wrong path or a mismatched teacher fails before any job runs
+    (models built by the tiny world share its tokenizer by construction).
+    """
+    models = config["models"]
+    for name, spec in models.items():
+        if "path" in spec and not (Path(spec["path"]) / "config.json").exists():
+            raise ConfigError(f"models.{name}.path: no Hugging Face model at {spec['path']!r} "
+                              "(config.json not found); point it at a local checkpoint folder")
+    for name, exp in config["experiments"].items():
+        pair = [exp["student"], exp.get("teacher")]
+        if exp["method"] != "opd" or not all(p and "path" in models[p] for p in pair):
+            continue
+        vocabs = [_vocabulary(models[p]["path"]) for p in pair]
+        if vocabs[0] != vocabs[1]:
+            raise ConfigError(
+                f"experiments.{name}.teacher: teacher {pair[1]!r} and student {pair[0]!r} do not "
+                "share a vocabulary, so the teacher cannot score the student's tokens; pick a "
+                "teacher of the student's tokenizer family (or cold-start a student that has the "
+                "teacher's tokenizer)")
+
+
+def _vocabulary(model_dir: str):
+    """The token-to-id map of a checkpoint's tokenizer (falls back to config vocab_size)."""
+    tok = Path(model_dir) / "tokenizer.json"
+    if tok.exists():
+        return json.loads(tok.read_text())["model"]["vocab"]
+    return json.loads((Path(model_dir) / "config.json").read_text()).get("vocab_size")
 
 
 def checkpoint_steps(config: dict, name: str) -> list[int]:

@@ -1,0 +1,53 @@
+"""Config checks that need no workflow run: model paths and teacher/student vocabularies."""
+import copy
+
+import pytest
+import yaml
+
+from opd.config import ConfigError, check_config, check_model_paths, experiment_config
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def with_paths(tmp_path, tiny_tokenizer, tiny_models, teacher_tok=None):
+    cfg = copy.deepcopy(BASE)
+    for name, model, tok in (("student", tiny_models[0], tiny_tokenizer),
+                             ("teacher", tiny_models[1], teacher_tok or tiny_tokenizer)):
+        d = tmp_path / name
+        model.save_pretrained(d)
+        tok.save_pretrained(d)
+        cfg["models"][name] = {"path": str(d)}
+    return cfg
+
+
+def test_default_config_passes():
+    check_config(BASE)
+    check_model_paths(BASE)
+
+
+def test_missing_model_path_names_the_key(tmp_path):
+    cfg = copy.deepcopy(BASE)
+    cfg["models"]["teacher"] = {"path": str(tmp_path / "nope")}
+    with pytest.raises(ConfigError, match=r"models\.teacher\.path"):
+        check_model_paths(cfg)
+
+
+def test_teacher_with_another_vocabulary_fails_before_any_job(tmp_path, tiny_tokenizer, tiny_models,
+                                                              tiny_problems):
+    from opd.tinyworld import train_tokenizer
+    other = train_tokenizer([p.prompt for p in tiny_problems["pretrain"]] + ["xyz"], vocab_size=420)
+    cfg = with_paths(tmp_path, tiny_tokenizer, tiny_models, teacher_tok=other)
+    with pytest.raises(ConfigError, match=r"experiments\.opd\.teacher: .*do not share a vocabulary"):
+        check_model_paths(cfg)
+    same = with_paths(tmp_path / "same", tiny_tokenizer, tiny_models)
+    check_model_paths(same)
+
+
+def test_experiment_overrides_merge_into_defaults():
+    merged = experiment_config(BASE, "grpo")
+    assert merged["method"] == "grpo" and merged["n_samples"] == 8
+    assert merged["objective"]["adv_estimator"] == "grpo"
+    assert merged["objective"]["loss_agg_mode"] == BASE["train_defaults"]["objective"]["loss_agg_mode"]
