@@ -190,8 +190,10 @@ def _topk_logits_processor(orig):
         if loss_cfg.loss_mode not in TOPK_LOSSES:
             return orig(config, distillation_config, data, student_logits, data_format)
         if config.strategy not in ("fsdp", "fsdp2"):
-            raise NotImplementedError(f"{loss_cfg.loss_mode}: only the fsdp/fsdp2 actor is supported, "
-                                      f"got strategy {config.strategy!r}")
+            raise ValueError(f"{loss_cfg.loss_mode}: the opd top-k losses run on the fsdp/fsdp2 "
+                             f"actor only, got strategy {config.strategy!r}; set "
+                             "actor_rollout_ref.actor.strategy=fsdp2 or use strategy only_tch "
+                             "with verl's own forward_kl_topk")
         strategy, weight_mode = TOPK_LOSSES[loss_cfg.loss_mode]
         t_logp, t_ids = data["teacher_logprobs"], data["teacher_ids"]
         if t_logp.is_nested:
