@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ import torch
 from opd import objectives as obj
 from opd.generation import SamplingParams, generate
 from opd.grading import is_correct
+from opd.options import from_options
 from opd.runlog import MetricsWriter, progress
 
 METHODS = ("opd", "grpo")
@@ -61,12 +62,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; valid: {sorted(names)}")
         objective = obj.OPDConfig.from_dict(d.pop("objective", {}) or {})
-        return cls(objective=objective, **d)
+        return from_options(cls, d | {"objective": objective}, "training")
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -131,11 +128,12 @@ def response_hidden(model, input_ids, attn, position_ids, P: int, R: int):
     return out.last_hidden_state[:, P - 1:P - 1 + R]
 
 
-def slice_scored(scored, idx):
-    """Rows ``idx`` of a ``Scored`` batch."""
-    return replace(scored, ids=scored.ids[idx], valid=scored.valid[idx], rewards=scored.rewards[idx],
-                   old_logp=scored.old_logp[idx], token_logp=scored.token_logp[idx],
-                   stats={k: v[idx] for k, v in scored.stats.items()})
+def slice_scored(scored, idx, width: int):
+    """Rows ``idx`` and the first ``width`` response positions of a ``Scored`` batch."""
+    return replace(scored, ids=scored.ids[idx, :width], valid=scored.valid[idx, :width],
+                   rewards=scored.rewards[idx, :width], old_logp=scored.old_logp[idx, :width],
+                   token_logp=scored.token_logp[idx, :width],
+                   stats={k: v[idx, :width] for k, v in scored.stats.items()})
 
 
 class OnPolicyTrainer:
@@ -220,11 +218,7 @@ class OnPolicyTrainer:
                     R = int(mask[idx].sum(-1).max())
                     h = response_hidden(self.student, input_ids[idx][:, :P + R], attn[idx][:, :P + R],
                                         pos[idx][:, :P + R], P, R)
-                    sub = slice_scored(scored, idx)
-                    sub = replace(sub, ids=sub.ids[:, :R], valid=sub.valid[:, :R],
-                                  rewards=sub.rewards[:, :R], old_logp=sub.old_logp[:, :R],
-                                  token_logp=sub.token_logp[:, :R],
-                                  stats={k: v[:, :R] for k, v in sub.stats.items()})
+                    sub = slice_scored(scored, idx, R)
                     out = obj.policy_loss_backward(
                         h, w, tokens[idx][:, :R], mask[idx][:, :R], sub, adv[idx][:, :R], o,
                         o.chunk_size, ref_logp=None if ref_logp is None else ref_logp[idx][:, :R],
@@ -239,7 +233,7 @@ class OnPolicyTrainer:
 
     def step(self, step: int) -> dict:
         t0 = time.time()
-        cfg, o = self.cfg, self.cfg.objective
+        o = self.cfg.objective
         samples = self.rollout(step, self.next_prompts())
         t1 = time.time()
         batch = response_batch(samples, self.tok.pad_token_id)

@@ -12,7 +12,7 @@ and, for on-policy training, the token ids (``prompt_ids``, ``response_ids``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -30,11 +30,6 @@ class SamplingParams:
     max_new_tokens: int = 128
     seed: int = 0
     batch_size: int = 64
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SamplingParams":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def __post_init__(self):
         if self.n < 1 or self.max_new_tokens < 1:

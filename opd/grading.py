@@ -54,7 +54,7 @@ from collections import deque
 from decimal import Decimal, InvalidOperation
 from multiprocessing.connection import wait as _wait_conns
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 log = logging.getLogger(__name__)

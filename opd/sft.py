@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from opd.options import from_options
 from opd.runlog import MetricsWriter, progress
 
 IGNORE = -100
@@ -38,11 +39,7 @@ class SFTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SFTConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown SFT option(s) {unknown}; valid: {sorted(names)}")
-        return cls(**d)
+        return from_options(cls, d, "SFT")
 
     def __post_init__(self):
         if (self.steps is None) == (self.epochs is None):

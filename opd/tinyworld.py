@@ -14,11 +14,13 @@ Run through the workflow (``snakemake results/world/tokenizer``), or from Python
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+from opd.options import from_options
 
 PAD, EOS, IM_START = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
 SPECIAL_TOKENS = [PAD, IM_START, EOS, "<think>", "</think>"]
@@ -70,8 +72,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return from_options(cls, d, "model size")
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:

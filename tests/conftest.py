@@ -9,6 +9,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def questions_frame(name: str, questions: list[str]):
+    """Bare questions as a dataset in the project's row format (ground truth "1")."""
+    import pandas as pd
+
+    from opd.data import make_row
+    return pd.DataFrame([make_row(name, f"{name}-{i}", q, q, "1", i, "train")
+                         for i, q in enumerate(questions)])
+
+
 @pytest.fixture(scope="session")
 def tiny_problems():
     from opd.problems import ProblemSpec, make_splits

@@ -11,7 +11,9 @@ from opd.data import DataError, flat_view, make_row, write_parquet
 from opd.datasets import (BOXED_SLIP, PAPER_INSTRUCTION, detect_format, load_dataset, load_many,
                           strip_instructions)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA
+
+DATA = SHARED_DATA
 FILES = sorted(DATA.glob("*/*.parquet")) if DATA.is_dir() else []
 NO_DATA = pytest.mark.skip(reason=f"real datasets not found at {DATA} (../shared/data)")
 FILE_PARAMS = [pytest.param(f, id=f"{f.parent.name}/{f.stem}") for f in FILES] \

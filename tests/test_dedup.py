@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opd.data import DataError, make_row
+from opd.data import DataError
 from opd.dedup import dedup, normalize_question
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA, questions_frame
+
+DATA = SHARED_DATA
 THRESHOLD = 0.9  # observed: planted paraphrases 0.92-0.99, distinct real questions <= 0.75
 
 # Meaning-preserving rewrites: synonyms for the instruction verbs and common phrases.
@@ -49,9 +51,6 @@ def copy_with_noise(q: str) -> str:
     return "  " + re.sub(r" ", "   ", q.upper()) + "\n"
 
 
-def _frame(name: str, questions: list[str]) -> pd.DataFrame:
-    return pd.DataFrame([make_row(name, f"{name}-{i}", q, q, "1", i, "train")
-                         for i, q in enumerate(questions)])
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_dedup_removes_planted_duplicates(real_questions, encoder):
     assert all(normalize_question(p) != normalize_question(q)
                for p, q in zip(planted_para, paraphrased))  # not caught by exact matching
     cand_q = others + [copy_with_noise(q) for q in copied] + planted_para + [others[0]]
-    kept, report = dedup(_frame("cand", cand_q), _frame("ref", reference), threshold=THRESHOLD,
+    kept, report = dedup(questions_frame("cand", cand_q), questions_frame("ref", reference), threshold=THRESHOLD,
                          encoder=encoder, progress=False)
 
     removed = set(report["removed_ids"]["exact"])
@@ -134,17 +133,17 @@ def test_paraphrase_similarity_is_high(real_questions, encoder):
 
 
 def test_dedup_exact_only_needs_no_encoder():
-    ref = _frame("ref", ["What is 1+1?", "Find x."])
-    cand = _frame("cand", ["what is 1 + 1 ?", "FIND  X", "find x"])
+    ref = questions_frame("ref", ["What is 1+1?", "Find x."])
+    cand = questions_frame("cand", ["what is 1 + 1 ?", "FIND  X", "find x"])
     kept, report = dedup(cand, ref, encoder_path="/nonexistent/model", progress=False)
     assert len(kept) == 0 and report["removed_exact"] == 3 and report["removed_semantic"] == 0
 
 
 def test_dedup_rejects_rows_without_question():
-    bad = _frame("c", ["a?"])
+    bad = questions_frame("c", ["a?"])
     bad["extra_info"] = [{"problem_id": "c-0", "question": None}]
     with pytest.raises(DataError, match="candidates"):
-        dedup(bad, _frame("r", ["b?"]), progress=False)
+        dedup(bad, questions_frame("r", ["b?"]), progress=False)
 
 
 def test_max_similarity_is_exact_in_chunks():
@@ -195,4 +194,4 @@ def test_thread_tuner_keeps_the_faster_option():
 
 def test_dedup_rejects_bad_threshold():
     with pytest.raises(ValueError, match="threshold"):
-        dedup(_frame("c", ["a?"]), _frame("r", ["b?"]), threshold=1.5, progress=False)
+        dedup(questions_frame("c", ["a?"]), questions_frame("r", ["b?"]), threshold=1.5, progress=False)

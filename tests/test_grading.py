@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,7 +16,9 @@ from opd import grading
 from opd.grading import (GraderPool, grade, is_correct, judge_prompt, last_boxed, model_verify,
                          parse_judge_answer, summarize, unbox)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA
+
+DATA = SHARED_DATA
 
 
 def _bench(name: str) -> pd.DataFrame:

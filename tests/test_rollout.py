@@ -1,13 +1,10 @@
 """Rejection filters on crafted texts, and rollout resume after a kill of a real run."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import pandas as pd
-import pytest
 
 from opd.rollout import (has_repeated_block, has_repeated_line, has_repeated_substring,
                          reject_reason, run_rollout)

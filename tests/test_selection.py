@@ -9,20 +9,17 @@ arithmetic drills sit near the centroid of any math set (40 with centroid, 81 wi
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from opd.data import make_row
 from opd.selection import n_to_keep, select_aligned
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from conftest import SHARED_DATA, questions_frame
+
+DATA = SHARED_DATA
 
 
-def _frame(name: str, questions: list[str]) -> pd.DataFrame:
-    return pd.DataFrame([make_row(name, f"{name}-{i}", q, q, "1", i, "train")
-                         for i, q in enumerate(questions)])
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +36,8 @@ def frames():
     random.Random(1).shuffle(qs)
     minerva = flat_view(load_dataset(minerva_path))["question"].tolist()
     random.Random(2).shuffle(minerva)
-    reference = _frame("ref", qs[:200])
-    candidates = _frame("cand", qs[200:300] + minerva[:100])  # cand-0..99 are DAPO
+    reference = questions_frame("ref", qs[:200])
+    candidates = questions_frame("cand", qs[200:300] + minerva[:100])  # cand-0..99 are DAPO
     return reference, candidates
 
 
@@ -92,7 +89,7 @@ def test_fraction_matches_top_n(frames, encoder):
     {"fraction": -0.1}, {"top_n": -1}, {"top_n": 2.5}, {"top_n": 3, "score": "median"},
 ])
 def test_invalid_arguments(kwargs):
-    ref, cand = _frame("r", ["a?"]), _frame("c", ["b?", "c?"])
+    ref, cand = questions_frame("r", ["a?"]), questions_frame("c", ["b?", "c?"])
     with pytest.raises(ValueError):
         select_aligned(cand, ref, encoder_path="/nonexistent/model", progress=False, **kwargs)
 
