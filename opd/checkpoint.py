@@ -27,3 +27,33 @@ def save_hf(model, tokenizer, path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+#: The files that make up a Hugging Face tokenizer (those present are copied).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json",
+                   "merges.txt", "tokenizer.model")
+
+
+def copy_checkpoint(src, path, tokenizer_from=None) -> None:
+    """Copy the Hugging Face folder ``src`` to ``path`` atomically.
+
+    With ``tokenizer_from``, its tokenizer files replace the copied ones, so a model trained by
+    another tool keeps the tokenizer (and chat template) the rest of the pipeline formats with.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if tokenizer_from is not None:
+            for name in TOKENIZER_FILES:
+                (tmp / name).unlink(missing_ok=True)
+                if (Path(tokenizer_from) / name).exists():
+                    shutil.copy2(Path(tokenizer_from) / name, tmp / name)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

@@ -38,6 +38,8 @@ def experiment_config(config: dict, name: str) -> dict:
     exp = config["experiments"][name]
     merged = deep_merge(config.get("train_defaults", {}), exp.get("train", {}))
     merged["method"] = exp["method"]
+    if merged.get("enable_thinking") is None:
+        merged["enable_thinking"] = config["models"][exp["student"]].get("enable_thinking")
     return merged
 
 

@@ -57,6 +57,7 @@ class TrainConfig:
     ppo_epochs: int = 1
     save_every: int = 10
     seed: int = 0
+    enable_thinking: bool | None = None  # chat-template switch for the student's prompts (Qwen3)
     objective: obj.OPDConfig = field(default_factory=obj.OPDConfig)
 
     @classmethod
@@ -174,7 +175,7 @@ class OnPolicyTrainer:
                                 seed=self.cfg.seed * 100003 + step, batch_size=1024)
         self.student.eval()
         samples = generate(self.student, self.tok, [self.rows[i]["prompt"] for i in prompt_idx],
-                           params, show_progress=False)
+                           params, enable_thinking=self.cfg.enable_thinking, show_progress=False)
         for s in samples:
             row = self.rows[prompt_idx[s["prompt_index"]]]
             s["group"] = prompt_idx[s["prompt_index"]]

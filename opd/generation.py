@@ -9,9 +9,17 @@ and, for on-policy training, the token ids (``prompt_ids``, ``response_ids``).
 
     params = SamplingParams(n=4, temperature=0.7, top_p=0.95, max_new_tokens=64)
     rows = generate(model, tokenizer, prompts, params)
+
+The stages open a generator by backend name instead (``hf`` in process, ``vllm`` through a
+worker process in the vLLM stack, see ``opd.backends.vllm_client``); both return the same rows,
+tokenised and decoded by the same tokenizer::
+
+    with open_generator(model_dir, "vllm", options, stack=".venv-vllm/bin/python") as gen:
+        rows = gen.generate(prompts, params)
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -104,13 +112,85 @@ def generate(model, tokenizer, prompts: list[list[dict]], params: SamplingParams
                 while resp and resp[-1] == pad:
                     resp.pop()
                 finish = "length"
-            text_ids = resp[:-1] if finish == "stop" else resp
-            out.append({
-                "prompt_index": i, "sample_idx": s,
-                "response": tokenizer.decode(text_ids, skip_special_tokens=True),
-                "n_tokens": len(resp), "finish_reason": finish,
-                "prompt_ids": prompt_ids[i], "response_ids": resp,
-            })
+            out.append(make_row(tokenizer, i, s, prompt_ids[i], resp, finish))
         bar.update(len(chunk))
     bar.close()
     return out
+
+
+def make_row(tokenizer, prompt_index: int, sample_idx: int, prompt_ids: list[int],
+             response_ids: list[int], finish_reason: str) -> dict:
+    """One generation row; ``response_ids`` ends with the stop token when ``finish_reason`` is stop."""
+    text_ids = response_ids[:-1] if finish_reason == "stop" else response_ids
+    return {"prompt_index": prompt_index, "sample_idx": sample_idx,
+            "response": tokenizer.decode(text_ids, skip_special_tokens=True),
+            "n_tokens": len(response_ids), "finish_reason": finish_reason,
+            "prompt_ids": prompt_ids, "response_ids": list(response_ids)}
+
+
+class HFGenerator:
+    """The ``hf`` backend: the model in this process, transformers ``generate``."""
+
+    def __init__(self, model_dir):
+        self.tokenizer, self.model = load_tokenizer(model_dir), load_model(model_dir)
+
+    def generate(self, prompts, params: SamplingParams, enable_thinking=None, desc="generate",
+                 show_progress=True) -> list[dict]:
+        return generate(self.model, self.tokenizer, prompts, params, enable_thinking, desc, show_progress)
+
+    def close(self):
+        pass
+
+
+class VLLMGenerator:
+    """The ``vllm`` backend: token ids in, token ids out, through a worker in the vLLM stack.
+
+    Prompts are encoded and responses decoded here with the same tokenizer as the ``hf``
+    backend, so both produce identical rows for identical tokens.  Sampling parameters map one
+    to one (``max_new_tokens`` -> ``max_tokens``); prompt ``i`` of a call samples with seed
+    ``params.seed + i``, so results do not depend on how prompts are batched.
+    """
+
+    def __init__(self, model_dir, stack: str, options: dict | None = None):
+        from opd.backends.vllm_client import VLLMWorker
+        self.tokenizer = load_tokenizer(model_dir)
+        self.worker = VLLMWorker(stack, model_dir, **(options or {}))
+
+    def generate(self, prompts, params: SamplingParams, enable_thinking=None, desc="generate",
+                 show_progress=True) -> list[dict]:
+        prompt_ids = encode_prompts(self.tokenizer, prompts, enable_thinking)
+        out: list[dict] = []
+        step = max(1, params.batch_size // params.n)
+        bar = progress(total=len(prompt_ids) * params.n, desc=desc, disable=not show_progress)
+        for start in range(0, len(prompt_ids), step):
+            chunk = prompt_ids[start:start + step]
+            samples = self.worker.generate(
+                chunk, n=params.n, temperature=params.temperature, top_p=params.top_p,
+                max_new_tokens=params.max_new_tokens, seed=params.seed + start,
+                stop_token_ids=[self.tokenizer.eos_token_id])
+            for offset, per_prompt in enumerate(samples):
+                for s, sample in enumerate(per_prompt):
+                    out.append(make_row(self.tokenizer, start + offset, s, chunk[offset],
+                                        sample["token_ids"], sample["finish_reason"]))
+            bar.update(len(chunk) * params.n)
+        bar.close()
+        return out
+
+    def close(self):
+        self.worker.close()
+
+
+@contextlib.contextmanager
+def open_generator(model_dir, backend: str = "hf", options: dict | None = None,
+                   stack: str | None = None):
+    """A generator of backend ``hf`` or ``vllm`` (``stack``: the vLLM stack's Python)."""
+    if backend == "hf":
+        gen = HFGenerator(model_dir)
+    elif backend == "vllm":
+        gen = VLLMGenerator(model_dir, stack, options)
+    else:
+        raise ValueError(f"unknown generation backend {backend!r}; choose hf or vllm")
+    try:
+        yield gen
+    finally:
+        gen.close()

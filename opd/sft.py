@@ -39,6 +39,9 @@ class SFTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SFTConfig":
+        d = dict(d)
+        if d.get("steps") is not None and "epochs" not in d:  # `steps` alone means no epochs
+            d["epochs"] = None
         return from_options(cls, d, "SFT")
 
     def __post_init__(self):

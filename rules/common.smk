@@ -1,6 +1,7 @@
 # Path helpers and input functions (get_*). Every path under results/ follows from config names.
 import json
 
+from opd.backends import choice
 from opd.config import checkpoint_steps, experiment_config
 
 R = "results"
@@ -25,6 +26,77 @@ def canonical(obj):
     if isinstance(obj, list):
         return [canonical(v) for v in obj]
     return obj
+
+
+def get_backend(stage):
+    """Input function: the backend (and its options) a job of ``stage`` hashes as a parameter."""
+
+    def backend_of(wildcards):
+        return canonical(choice.backend_params(config, stage, wildcards.get("exp")))
+
+    return backend_of
+
+
+def get_env(stage):
+    """Input function: the conda env of the tool stack that runs a job of ``stage``."""
+    return lambda wildcards: choice.env_file(config, stage, wildcards.get("exp"))
+
+
+def get_resource(rule, key, default=None):
+    """``threads``, ``mem_mb`` or ``runtime`` (minutes) of one job of ``rule``: config
+    ``resources.<rule>``, else ``default``, else 1 thread, 4000 MB, 60 minutes."""
+    fallback = {"threads": 1, "mem_mb": 4000, "runtime": 60}[key] if default is None else default
+    return config.get("resources", {}).get(rule, {}).get(key, fallback)
+
+
+def get_gpus(rule):
+    """Input function: GPUs one job of ``rule`` needs, from its backend (0 on the CPU)."""
+    return lambda wildcards: choice.gpus(config, rule, wildcards.get("exp"))
+
+
+def get_verifier_backend(wildcards):
+    """The generation backend of the grading verifier; ``{}`` (no dependency) without one."""
+    if not config.get("grading", {}).get("verifier"):
+        return {}
+    return get_backend("generation")(wildcards)
+
+
+def get_verifier_env(wildcards):
+    if not config.get("grading", {}).get("verifier"):
+        return "../envs/core.yaml"
+    return get_env("generation")(wildcards)
+
+
+def get_rollout_params(wildcards):
+    """The rollout section; ``enable_thinking`` falls back to the teacher model's setting."""
+    cfg = get_section("rollout")
+    if cfg.get("enable_thinking") is None:
+        thinking = config["models"][wildcards.teacher].get("enable_thinking")
+        if thinking is not None:
+            cfg["enable_thinking"] = thinking
+    return cfg
+
+
+def get_eval_params(wildcards):
+    """The eval section plus the evaluated model's chat-template ``enable_thinking`` (if set)."""
+    cfg = get_section("eval")
+    kind, name, _ = split_model_key(wildcards.model)
+    if kind == "base":
+        thinking = config["models"][name].get("enable_thinking")
+    else:
+        thinking = experiment_config(config, name).get("enable_thinking")
+    if thinking is not None:
+        cfg["enable_thinking"] = thinking
+    return cfg
+
+
+def get_sft_params(wildcards):
+    """The sft section plus the student's chat-template ``enable_thinking`` (if set)."""
+    cfg = get_section("sft")
+    thinking = experiment_config(config, wildcards.exp).get("enable_thinking")
+    if thinking is not None:
+        cfg["enable_thinking"] = thinking
+    return cfg
 
 
 def get_base_model(name):
@@ -105,6 +177,8 @@ def get_train_inputs(wildcards):
     inputs = {"student": get_start_model(wildcards), "prompts": get_train_prompts(wildcards)}
     if exp["method"] == "opd":
         inputs["teacher"] = get_base_model(exp["teacher"])
+    if choice.backend(config, "train", wildcards.exp) == "verl":
+        inputs["val"] = f"{R}/data/benchmarks/{config['figures']['benchmark']}.parquet"
     return inputs
 
 
@@ -152,17 +226,25 @@ def get_model_subdir(wildcards):
     return f"step_{step:04d}" if kind == "step" else ""
 
 
+def experiment_model_keys(name):
+    """The models one experiment evaluates: student, teacher, cold start, its checkpoints."""
+    exp = config["experiments"][name]
+    keys = [m for m in (exp["student"], exp.get("teacher")) if m]
+    if exp.get("cold_start"):
+        keys.append(f"{name}.sft")
+    return keys + [f"{name}.step{s:04d}" for s in checkpoint_steps(config, name)]
+
+
 def model_keys():
     """Every model evaluated: base students and teachers, cold starts, all checkpoints."""
     keys = []
-    for name, exp in config["experiments"].items():
-        for base in (exp["student"], exp.get("teacher")):
-            if base and base not in keys:
-                keys.append(base)
-        if exp.get("cold_start"):
-            keys.append(f"{name}.sft")
-        keys += [f"{name}.step{s:04d}" for s in checkpoint_steps(config, name)]
+    for name in config["experiments"]:
+        keys += [k for k in experiment_model_keys(name) if k not in keys]
     return keys
+
+
+def get_experiment_grades(wildcards):
+    return [f"{R}/grades/{m}/{b}.json" for m in experiment_model_keys(wildcards.exp) for b in BENCHMARKS]
 
 
 def get_all_grades(wildcards=None):

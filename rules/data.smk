@@ -8,6 +8,10 @@ rule prepare_benchmark:
         f"{R}/data/benchmarks/{{bench}}.parquet",
     params:
         spec=get_benchmark_spec,
+    threads: get_resource("prepare_benchmark", "threads")
+    resources:
+        mem_mb=get_resource("prepare_benchmark", "mem_mb"),
+        runtime=get_resource("prepare_benchmark", "runtime"),
     log:
         f"{R}/logs/prepare_benchmark/{{bench}}.log",
     benchmark:
@@ -28,7 +32,10 @@ rule dedup_train:
     params:
         spec=get_section("data", "train"),
         dedup=get_section("data", "dedup"),
-    threads: 2
+    threads: get_resource("dedup_train", "threads", 2)
+    resources:
+        mem_mb=get_resource("dedup_train", "mem_mb"),
+        runtime=get_resource("dedup_train", "runtime"),
     log:
         f"{R}/logs/dedup_train.log",
     benchmark:
@@ -48,7 +55,10 @@ rule select_prompts:
         report=f"{R}/data/selection_report.json",
     params:
         selection=get_section("data", "selection"),
-    threads: 2
+    threads: get_resource("select_prompts", "threads", 2)
+    resources:
+        mem_mb=get_resource("select_prompts", "mem_mb"),
+        runtime=get_resource("select_prompts", "runtime"),
     log:
         f"{R}/logs/select_prompts.log",
     benchmark:

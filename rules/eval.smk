@@ -9,15 +9,20 @@ rule eval_generate:
         f"{R}/eval/{{model}}/{{bench}}.parquet",
     params:
         subdir=get_model_subdir,
-        eval=get_section("eval"),
+        eval=get_eval_params,
         seed=config["seed"],
-    threads: 1
+        generation=get_backend("generation"),
+    threads: get_resource("eval_generate", "threads")
+    resources:
+        mem_mb=get_resource("eval_generate", "mem_mb"),
+        runtime=get_resource("eval_generate", "runtime"),
+        gpu=get_gpus("eval_generate"),
     log:
         f"{R}/logs/eval/{{model}}/{{bench}}.log",
     benchmark:
         f"{R}/benchmarks/eval/{{model}}/{{bench}}.tsv"
     conda:
-        "../envs/core.yaml"
+        get_env("generation")
     script:
         "../scripts/eval_generate.py"
 
@@ -30,12 +35,17 @@ rule grade:
         verdicts=f"{R}/grades/{{model}}/{{bench}}.verdicts.parquet",
     params:
         grading=get_section("grading"),
-    threads: 1
+        generation=get_verifier_backend,
+    threads: get_resource("grade", "threads")
+    resources:
+        mem_mb=get_resource("grade", "mem_mb"),
+        runtime=get_resource("grade", "runtime"),
+        gpu=get_gpus("grade"),
     log:
         f"{R}/logs/grade/{{model}}/{{bench}}.log",
     benchmark:
         f"{R}/benchmarks/grade/{{model}}/{{bench}}.tsv"
     conda:
-        "../envs/core.yaml"
+        get_verifier_env
     script:
         "../scripts/grade.py"

@@ -21,6 +21,10 @@ rule figures:
         experiments=get_section("experiments"),
         benchmark=config["figures"]["benchmark"],
         models=get_model_kinds,
+    threads: get_resource("figures", "threads")
+    resources:
+        mem_mb=get_resource("figures", "mem_mb"),
+        runtime=get_resource("figures", "runtime"),
     log:
         f"{R}/logs/figures.log",
     benchmark:
@@ -29,3 +33,24 @@ rule figures:
         "../envs/core.yaml"
     script:
         "../scripts/figures.py"
+
+
+rule experiment_table:
+    input:
+        grades=get_experiment_grades,
+    output:
+        f"{R}/tables/experiments/{{exp}}.csv",
+    params:
+        models=get_model_kinds,
+    threads: get_resource("figures", "threads")
+    resources:
+        mem_mb=get_resource("figures", "mem_mb"),
+        runtime=get_resource("figures", "runtime"),
+    log:
+        f"{R}/logs/experiment_table/{{exp}}.log",
+    benchmark:
+        f"{R}/benchmarks/experiment_table/{{exp}}.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/experiment_table.py"

@@ -9,14 +9,19 @@ rule teacher_rollout:
         rollouts=f"{R}/rollout/{{teacher}}/rollouts.parquet",
         stats=f"{R}/rollout/{{teacher}}/stats.json",
     params:
-        rollout=get_section("rollout"),
+        rollout=get_rollout_params,
         seed=config["seed"],
-    threads: 1
+        generation=get_backend("generation"),
+    threads: get_resource("teacher_rollout", "threads")
+    resources:
+        mem_mb=get_resource("teacher_rollout", "mem_mb"),
+        runtime=get_resource("teacher_rollout", "runtime"),
+        gpu=get_gpus("teacher_rollout"),
     log:
         f"{R}/logs/teacher_rollout/{{teacher}}.log",
     benchmark:
         f"{R}/benchmarks/teacher_rollout/{{teacher}}.tsv"
     conda:
-        "../envs/core.yaml"
+        get_env("generation")
     script:
         "../scripts/teacher_rollout.py"

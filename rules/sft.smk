@@ -9,14 +9,19 @@ rule sft_cold_start:
         model=directory(f"{R}/sft/{{exp}}/model"),
         metrics=f"{R}/sft/{{exp}}/metrics.jsonl",
     params:
-        sft=get_section("sft"),
+        sft=get_sft_params,
+        backend=get_backend("sft"),
         seed=config["seed"],
-    threads: 1
+    threads: get_resource("sft_cold_start", "threads")
+    resources:
+        mem_mb=get_resource("sft_cold_start", "mem_mb"),
+        runtime=get_resource("sft_cold_start", "runtime"),
+        gpu=get_gpus("sft_cold_start"),
     log:
         f"{R}/logs/sft/{{exp}}.log",
     benchmark:
         f"{R}/benchmarks/sft/{{exp}}.tsv"
     conda:
-        "../envs/core.yaml"
+        get_env("sft")
     script:
         "../scripts/sft_cold_start.py"

@@ -10,13 +10,18 @@ rule train:
         config=f"{R}/train/{{exp}}/config.json",
     params:
         train=get_experiment_params,
+        backend=get_backend("train"),
         seed=config["seed"],
-    threads: 1
+    threads: get_resource("train", "threads")
+    resources:
+        mem_mb=get_resource("train", "mem_mb"),
+        runtime=get_resource("train", "runtime"),
+        gpu=get_gpus("train"),
     log:
         f"{R}/logs/train/{{exp}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{exp}}.tsv"
     conda:
-        "../envs/core.yaml"
+        get_env("train")
     script:
         "../scripts/train.py"

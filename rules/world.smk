@@ -7,6 +7,10 @@ rule world_problems:
     params:
         problems=get_section("world", "problems"),
         seed=config["seed"],
+    threads: get_resource("world_problems", "threads")
+    resources:
+        mem_mb=get_resource("world_problems", "mem_mb"),
+        runtime=get_resource("world_problems", "runtime"),
     log:
         f"{R}/logs/world_problems.log",
     benchmark:
@@ -24,6 +28,10 @@ rule world_tokenizer:
         directory(f"{R}/world/tokenizer"),
     params:
         vocab_size=config.get("world", {}).get("tokenizer", {}).get("vocab_size"),
+    threads: get_resource("world_tokenizer", "threads")
+    resources:
+        mem_mb=get_resource("world_tokenizer", "mem_mb"),
+        runtime=get_resource("world_tokenizer", "runtime"),
     log:
         f"{R}/logs/world_tokenizer.log",
     benchmark:
@@ -44,7 +52,10 @@ rule world_model:
     params:
         spec=get_world_model_spec,
         seed=config["seed"],
-    threads: 1
+    threads: get_resource("world_model", "threads")
+    resources:
+        mem_mb=get_resource("world_model", "mem_mb"),
+        runtime=get_resource("world_model", "runtime"),
     log:
         f"{R}/logs/world_model/{{world_model}}.log",
     benchmark:

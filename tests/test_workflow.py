@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,23 +22,25 @@ import yaml
 from opd.data import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "config" / "config.yaml"
 SMALL = ROOT / "tests" / "configs" / "small.yaml"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir, *args, timeout=900, check=True):
+def snakemake(workdir, *args, configs=(SMALL,), timeout=900, check=True):
+    """Run Snakemake on the default config overridden by ``configs`` (each replaces the last)."""
     cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(SMALL), *args]
+           "--configfile", str(DEFAULT), *map(str, configs), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
     return out
 
 
-def planned_jobs(workdir, *args) -> dict[str, int]:
+def planned_jobs(workdir, *args, configs=(SMALL,)) -> dict[str, int]:
     """Job counts per rule of a dry run (empty when there is nothing to do)."""
-    out = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    out = snakemake(workdir, "-n", "--quiet", "rules", *args, configs=configs)
     counts = {}
     for line in out.stdout.splitlines():
         parts = line.split()
@@ -105,10 +109,40 @@ def test_changing_one_experiment_reruns_only_it(run, tmp_path):
     cfg["experiments"]["grpo"]["train"]["lr"] = 5.0e-4
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(wd, "--configfile", str(changed))
+    jobs = planned_jobs(wd, configs=(changed,))
     assert jobs.get("train") == 1
     assert jobs.get("eval_generate") == 2 and jobs.get("grade") == 2  # grpo's two checkpoints
     assert set(jobs) == {"train", "eval_generate", "grade", "figures", "all"}
+
+
+def _override(tmp_path, name, extra: dict):
+    """The small config deep-merged with ``extra``, as a file."""
+    from opd.config import deep_merge
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(SMALL.read_text()), extra)))
+    return path
+
+
+def test_switching_the_sft_backend_reruns_only_the_cold_start(run, tmp_path):
+    wd, _ = run
+    # a dry run never starts the stack; any existing file stands in for its CLI
+    cfg = _override(tmp_path, "lf.yaml", {"backends": {"sft": "llamafactory"},
+                                          "stacks": {"llamafactory": sys.executable}})
+    jobs = planned_jobs(wd, configs=(cfg,))
+    # opd_coldstart: its SFT, its training, and the evaluation of the SFT model and 2 checkpoints
+    assert jobs == {"sft_cold_start": 1, "train": 1, "eval_generate": 3, "grade": 3, "figures": 1, "all": 1}
+
+
+def test_switching_the_generation_backend_reruns_generation_and_what_follows(run, tmp_path):
+    wd, _ = run
+    cfg = _override(tmp_path, "vllm.yaml", {"backends": {"generation": "vllm"},
+                                            "stacks": {"vllm": sys.executable}})
+    jobs = planned_jobs(wd, configs=(cfg,))
+    n_models = len({p.parent.name for p in (wd / "results/eval").glob("*/tiny_eval.parquet")})
+    # every generation job, and the cold start downstream of the new rollouts; no world, data,
+    # or training of the experiments that do not use the rollouts
+    assert jobs == {"teacher_rollout": 1, "sft_cold_start": 1, "train": 1, "eval_generate": n_models,
+                    "grade": n_models, "figures": 1, "all": 1}
 
 
 def test_rollout_resumes_after_a_killed_run(run):
@@ -122,7 +156,7 @@ def test_rollout_resumes_after_a_killed_run(run):
     slow = wd / "slow.yaml"
     slow.write_text(yaml.safe_dump(cfg))
     cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(wd), "--cores", "1",
-           "--configfile", str(slow), "--allowed-rules", "teacher_rollout", "--", target]
+           "--configfile", str(DEFAULT), str(slow), "--allowed-rules", "teacher_rollout", "--", target]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     progress = r / "rollout/teacher/rollouts.parquet.progress.jsonl"
@@ -153,6 +187,89 @@ def test_rollout_resumes_after_a_killed_run(run):
     assert len(before) > 0
 
 
+def _artifacts(workdir) -> set[str]:
+    """Every result file of a run (logs and runtime benchmarks aside), relative to results/."""
+    r = Path(workdir) / "results"
+    return {str(p.relative_to(r)) for p in r.rglob("*") if p.is_file()
+            and p.relative_to(r).parts[0] not in ("logs", "benchmarks")}
+
+
+def _slurm_up() -> str | None:
+    """Why SLURM cannot be used here, or None when a partition answers ``sinfo``."""
+    import shutil
+    if not shutil.which("sbatch"):
+        return "no SLURM here: `.ci/slurm-up` (as root) installs and starts a one-node cluster"
+    out = subprocess.run(["sinfo", "-h", "-o", "%a %T"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0 or "up" not in out.stdout:
+        return f"SLURM does not answer (`sinfo`: {out.stderr.strip() or out.stdout.strip()}); run `.ci/slurm-up`"
+    return None
+
+
+def test_slurm_profile_runs_every_job_through_sbatch(run, tmp_path):
+    why = _slurm_up()
+    if why:
+        pytest.skip(why)
+    local_wd, _ = run
+    wd = tmp_path / "slurm"
+    wd.mkdir()
+    out = snakemake(wd, "--profile", str(ROOT / "profiles" / "slurm"),
+                    "--slurm-init-seconds-before-status-checks", "5", timeout=2400)
+    log = out.stdout + out.stderr
+    submitted = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    # every job but the target rule `all` (a local rule) went through sbatch, each with its own id
+    total = int(re.search(r"(\d+) of (\d+) steps \(100%\) done", log).group(2))
+    assert len(submitted) == total - 1 and len(set(submitted)) == len(submitted), log[-3000:]
+    assert _artifacts(wd) == _artifacts(local_wd)
+
+
+def _schema(path: Path):
+    """What a consumer of an artifact relies on: parquet columns and dtypes, JSON / JSONL keys."""
+    if path.suffix == ".parquet":
+        return {c: str(t) for c, t in pd.read_parquet(path).dtypes.items()}
+    if path.suffix == ".jsonl":
+        return sorted({k for row in read_jsonl(path) for k in row})
+    return sorted(json.loads(path.read_text()))
+
+
+def test_tool_backends_give_the_default_artifacts(run, tmp_path):
+    """vLLM generation and LLaMA-Factory SFT, for real, on the cold-start experiment."""
+    vllm = ROOT / ".venv-vllm" / "bin" / "python"
+    lf = ROOT / ".venv-llamafactory" / "bin" / "llamafactory-cli"
+    missing = [f"`{t}`" for p, t in ((vllm, "make env-vllm"), (lf, "make env-llamafactory")) if not p.exists()]
+    if missing:
+        pytest.skip(f"tool stacks not built; run {' and '.join(missing)}")
+    local_wd, _ = run
+    wd = tmp_path / "tools"
+    # start from the default-backend run (world, data, models, provenance) so only what the
+    # backends change runs again
+    shutil.copytree(local_wd / "results", wd / "results")
+    shutil.copytree(local_wd / ".snakemake" / "metadata", wd / ".snakemake" / "metadata")
+    cfg = _override(tmp_path, "tools.yaml", {"backends": {"generation": "vllm", "sft": "llamafactory"},
+                                             "stacks": {"vllm": str(vllm), "llamafactory": str(lf)}})
+    targets = ["results/grades/opd_coldstart.sft/tiny_eval.json",
+               "results/grades/opd_coldstart.step0004/tiny_eval.json",
+               "results/grades/teacher/tiny_eval.json"]
+    out = snakemake(wd, *targets, configs=(cfg,), timeout=2400)
+    assert "rule teacher_rollout" in out.stdout + out.stderr  # generation really ran again
+    r, ref = wd / "results", local_wd / "results"
+    assert json.loads((r / "rollout/teacher/stats.json").read_text())["backend"] == "vllm"
+    assert (r / "sft/opd_coldstart/llamafactory/train.yaml").exists()
+    same = ["rollout/teacher/rollouts.parquet", "rollout/teacher/stats.json",
+            "train/opd_coldstart/metrics.jsonl", "train/opd_coldstart/config.json"]
+    for m in ("teacher", "opd_coldstart.sft", "opd_coldstart.step0004"):
+        same += [f"eval/{m}/tiny_eval.parquet", f"grades/{m}/tiny_eval.json",
+                 f"grades/{m}/tiny_eval.verdicts.parquet"]
+    for rel in same:
+        assert _schema(r / rel) == _schema(ref / rel), rel
+    # the SFT model folder holds the same files; LLaMA-Factory logs no response-token count
+    assert {p.name for p in (r / "sft/opd_coldstart/model").iterdir()} == \
+        {p.name for p in (ref / "sft/opd_coldstart/model").iterdir()}
+    lf_keys, native_keys = _schema(r / "sft/opd_coldstart/metrics.jsonl"), _schema(ref / "sft/opd_coldstart/metrics.jsonl")
+    assert set(lf_keys) == set(native_keys) - {"train/response_tokens"}
+    gen = pd.read_parquet(r / "eval/opd_coldstart.sft/tiny_eval.parquet")
+    assert len(gen) == 12 * 2 and gen["response"].str.len().gt(0).all()
+
+
 def test_lint_is_clean():
     out = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--lint"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -166,10 +283,18 @@ def test_lint_is_clean():
     ({"experiments": {"opd": {"method": "opd", "student": "student", "teacher": "nosuch"}}},
      "experiments.opd.teacher"),
     ({"figures": {"benchmark": "aime"}}, "figures.benchmark"),
+    ({"backends": {"generation": "vllm"}, "stacks": {"vllm": "/nonexistent/python"}},
+     "make env-vllm"),
+    ({"backends": {"sft": "llamafactory"}, "stacks": {"llamafactory": "/nonexistent/cli"}},
+     "make env-llamafactory"),
+    ({"backends": {"train": "verl"}, "train_defaults": {"objective": {"strategy": "union"}}},
+     "experiments.opd.backends.train"),
+    ({"experiments": {"opd": {"method": "opd", "student": "student", "teacher": "teacher",
+                              "backends": {"train": "deepspeed"}}}}, "deepspeed"),
 ])
 def test_invalid_config_names_the_key(tmp_path, override, key):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(override))
-    out = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False, timeout=120)
+    out = snakemake(tmp_path, "-n", configs=(bad,), check=False, timeout=120)
     assert out.returncode != 0
     assert key in out.stdout + out.stderr

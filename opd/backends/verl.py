@@ -11,7 +11,15 @@ Pure Python (no verl import)::
 ``cluster`` (all optional): ``n_gpus_per_node`` (1), ``nnodes`` (1), ``rollout_name`` (vllm),
 ``rollout_tp`` (1), ``gpu_memory_utilization`` (0.5), ``max_prompt_length`` (512),
 ``teacher_n_gpus_per_node`` (1), ``teacher_nnodes`` (1), ``teacher_tp`` (1),
-``project_name`` (opd), ``python`` ("python").
+``project_name`` (opd), ``test_freq`` (-1: no validation inside verl; the pipeline evaluates
+every checkpoint itself), ``val`` (``{n, temperature, top_p}`` of verl's validation when
+``test_freq`` > 0), ``teacher_topk`` (None = ``top_k``: K', how many log-probs verl's teacher
+returns per position; above ``top_k`` it enables the approximate strategies below; config key
+``backends.verl.teacher_topk``), ``python`` ("python").
+
+Every command also asks verl for a Hugging Face export of each checkpoint
+(``checkpoint.save_contents`` with ``hf_model``), a file logger (``VERL_FILE_LOGGER_PATH``,
+set by ``opd.backends.verl_run``) and ``resume_mode=auto``, so a rerun resumes.
 
 What maps, and how (verl 0.9.1, the packaged ``ppo_trainer`` config):
 
@@ -39,11 +47,32 @@ What maps, and how (verl 0.9.1, the packaged ``ppo_trainer`` config):
   routes verl's top-k logits processor to the paper's per-candidate reward and PPO surrogate
   for those names (verl 0.9.1 hard-wires that processor to ``forward_kl_topk``; see
   ``verl_ext``).  Ties at the k-th teacher log-prob may be broken differently by vLLM and torch.
-* Refused (``UnsupportedCombination``, any weight mode): the strategies whose rewards need
-  the TEACHER's log-prob at STUDENT top-k ids outside the teacher's top-k, which verl's
-  teacher never returns: ``only_stu`` (every student id), ``union`` (its student half) and
-  ``union-intersection`` (its student half is exactly the student ids NOT in the teacher's
-  top-k).  ``teacher_p`` adds nothing new: it reads T at the same candidates as the reward.
+  These two ask verl's teacher for ``top_k`` log-probs whatever ``teacher_topk`` says: they
+  read T only at the teacher's own top-k ids, so a larger K' would add nothing (and the loss
+  takes k from the shape of the teacher tensors).
+* Approximate (only with ``teacher_topk`` = K' > ``top_k`` and ``top_k`` in
+  ``APPROX_TOPK_SIZES``): ``only_stu``, ``union``, ``union-intersection``, every weight mode.
+  verl's teacher returns its top-K' (``distillation_loss.topk = K'``) and the loss
+  ``opd_<strategy>_<weight_mode>_approx_k<top_k>`` (``verl_ext.approx_topk_details``) takes the
+  teacher's top-k as the k largest of those K', T at a candidate from the K' where the id is
+  among them, and elsewhere the per-position bound ``b = min(T_(K'), log(1 - sum_{K'} exp T))``
+  (with a rounding allowance, ``verl_ext.teacher_tail_bound``), an upper bound on the true
+  log-prob of every id outside the top-K' -- so the reward
+  ``-(S - T) w`` is over-estimated (never under-estimated) at exactly those candidates, and
+  the weights of ``teacher_p`` / the renormalisation shift with it.  Everything else (candidate
+  sets, validity, floor, weights, union-intersection's missing renormalisation) is the native
+  ``topk_details``.  The size of the error in the tiny world is in
+  ``benchmarks/results/verl_topk_approx.json`` (``benchmarks/verl_topk_approx.py``).  ``k`` is
+  part of the loss name because verl registers its loss names once, at import, in every worker
+  (``register_distillation_loss``; nothing else of ours reaches the logits processor), and the
+  processor only sees the K' teacher columns, not ``top_k``: hence the fixed set of sizes.
+* Refused (``UnsupportedCombination``, any weight mode) without that approximation: the
+  strategies whose rewards need the TEACHER's log-prob at STUDENT top-k ids outside the
+  teacher's top-k, which verl's teacher never returns: ``only_stu`` (every student id),
+  ``union`` (its student half) and ``union-intersection`` (its student half is exactly the
+  student ids NOT in the teacher's top-k).  ``teacher_p`` adds nothing new: it reads T at the
+  same candidates as the reward.  The message says how to get the approximation.
+  ``teacher_topk`` below ``top_k`` is refused for every top-k strategy.
   Also refused, whatever the strategy: ``teacher_temperature != 1`` (verl's teacher always
   scores at temperature 1), more than one optimiser step per rollout batch for OPD (verl keeps
   no old log-probs at the candidates, and its k1 path takes the reward from the current
@@ -70,19 +99,30 @@ REWARD_FN_NAME = "compute_score"
 ALTERNATIVE = "use backends.train: native, or strategy only_tch (or intersection)"
 
 SUPPORTED_TOPK_STRATEGIES = ("only_tch", "intersection")
+#: Strategies verl runs only approximately (``teacher_topk`` > ``top_k``), see the module docstring.
+APPROX_TOPK_STRATEGIES = ("only_stu", "union", "union-intersection")
+#: The ``top_k`` values the approximate losses exist for: verl's loss names are registered once,
+#: at import, so k (which the logits processor cannot see) is part of the name.
+APPROX_TOPK_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class UnsupportedCombination(ValueError):
-    """An objective setting the verl backend cannot run exactly as the native trainer does."""
+    """An objective setting the verl backend cannot run as the native trainer does (exactly, or
+    approximately where ``teacher_topk`` allows it)."""
 
 
-def topk_loss_name(strategy: str, weight_mode: str) -> str:
-    """The distillation ``loss_mode`` ``verl_ext`` registers for a supported top-k combination."""
-    return f"opd_{strategy}_{weight_mode}"
+def topk_loss_name(strategy: str, weight_mode: str, approx_k: Optional[int] = None) -> str:
+    """The distillation ``loss_mode`` ``verl_ext`` registers: ``opd_<strategy>_<weight_mode>`` for an
+    exact top-k combination, ``opd_<strategy>_<weight_mode>_approx_k<approx_k>`` for an approximate one."""
+    name = f"opd_{strategy}_{weight_mode}"
+    return name if approx_k is None else f"{name}_approx_k{approx_k}"
 
 
-#: Every loss name ``verl_ext`` registers -> (strategy, weight_mode).
+#: Every exact loss name ``verl_ext`` registers -> (strategy, weight_mode).
 TOPK_LOSSES = {topk_loss_name(s, w): (s, w) for s in SUPPORTED_TOPK_STRATEGIES for w in WEIGHT_MODES}
+#: Every approximate loss name ``verl_ext`` registers -> (strategy, weight_mode, k).
+APPROX_TOPK_LOSSES = {topk_loss_name(s, w, k): (s, w, k)
+                      for s in APPROX_TOPK_STRATEGIES for w in WEIGHT_MODES for k in APPROX_TOPK_SIZES}
 
 _REFUSAL_WHY = {
     "only_stu": "its candidates are the student's top-k ids, and verl's vLLM teacher returns "
@@ -95,16 +135,26 @@ _REFUSAL_WHY = {
 }
 
 
-def support_table() -> dict[tuple[Any, Any], str]:
-    """``{(strategy, weight_mode): "exact" | "refused"}`` for all 15 top-k combinations, plus
-    ``(0, None)`` for sampled-token OPD (``top_k: 0``, where strategy and weights do not apply).
+def _approx_ok(teacher_topk: Optional[int], top_k: Optional[int]) -> bool:
+    return teacher_topk is not None and (top_k is None or (top_k in APPROX_TOPK_SIZES and teacher_topk > top_k))
+
+
+def support_table(teacher_topk: Optional[int] = None,
+                  top_k: Optional[int] = None) -> dict[tuple[Any, Any], str]:
+    """``{(strategy, weight_mode): "exact" | "approximate" | "refused"}`` for all 15 top-k
+    combinations, plus ``(0, None)`` for sampled-token OPD (``top_k: 0``, where strategy and
+    weights do not apply; always "exact").
 
     "exact" means the verl run optimises the same per-token objective as the native trainer
-    (given the global conditions in the module docstring); "refused" raises
-    ``UnsupportedCombination``.
+    (given the global conditions in the module docstring); "approximate" that it runs the
+    bounded approximation of the module docstring; "refused" raises ``UnsupportedCombination``.
+    Without ``teacher_topk`` (the default) nothing is approximate.  With it, ``only_stu`` /
+    ``union`` / ``union-intersection`` are "approximate" -- for every ``top_k`` in
+    ``APPROX_TOPK_SIZES`` below ``teacher_topk`` when ``top_k`` is None, else for that ``top_k`` only.
     """
+    approx = _approx_ok(teacher_topk, top_k)
     table: dict[tuple[Any, Any], str] = {
-        (s, w): ("exact" if s in SUPPORTED_TOPK_STRATEGIES else "refused")
+        (s, w): ("exact" if s in SUPPORTED_TOPK_STRATEGIES else "approximate" if approx else "refused")
         for s in STRATEGIES for w in WEIGHT_MODES}
     table[(0, None)] = "exact"
     return table
@@ -114,16 +164,51 @@ def _refuse(msg: str) -> UnsupportedCombination:
     return UnsupportedCombination(f"verl backend: {msg}; {ALTERNATIVE}")
 
 
-def _check_objective(train) -> None:
-    """Raise ``UnsupportedCombination`` when ``train`` (a ``TrainConfig``) is not exact on verl."""
+def teacher_topk_option(cluster: Optional[dict]) -> Optional[int]:
+    """``cluster["teacher_topk"]`` (``backends.verl.teacher_topk``) validated: None or an int >= 1."""
+    k = (cluster or {}).get("teacher_topk")
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+        raise ValueError(f"backends.verl.teacher_topk must be null or an int >= 1, got {k!r}")
+    return k
+
+
+def _approx_hint(top_k: int, teacher_topk: Optional[int]) -> str:
+    sizes = ", ".join(map(str, APPROX_TOPK_SIZES))
+    if teacher_topk is None or teacher_topk <= top_k:
+        now = "it is not set" if teacher_topk is None else f"it is {teacher_topk}"
+        why = f"backends.verl.teacher_topk must be above top_k={top_k} ({now})"
+    else:
+        why = f"top_k={top_k} is not one of the sizes the approximate losses exist for ({sizes})"
+    return (f"verl can run it approximately (the teacher's log-probs looked up in its top-K' and bounded "
+            f"outside it) when backends.verl.teacher_topk = K' > top_k, e.g. 4*top_k = {4 * top_k}, "
+            f"and top_k is one of {sizes}; here {why}")
+
+
+def _topk_plan(o, teacher_topk: Optional[int]) -> tuple[str, bool, Optional[int]]:
+    """(loss_mode, use_policy_gradient, distillation_loss.topk) of an OPD objective ``o``; raises
+    ``UnsupportedCombination`` for a top-k strategy verl cannot run (exactly or approximately)."""
+    if o.top_k == 0:
+        return "k1", True, None
+    if teacher_topk is not None and teacher_topk < o.top_k:
+        raise _refuse(f"backends.verl.teacher_topk={teacher_topk} is below top_k={o.top_k}: the teacher "
+                      "must return at least top_k log-probs (null means top_k)")
+    if o.strategy in SUPPORTED_TOPK_STRATEGIES:
+        return topk_loss_name(o.strategy, o.weight_mode), False, o.top_k
+    if not _approx_ok(teacher_topk, o.top_k):
+        raise _refuse(f"strategy {o.strategy!r} (weight_mode {o.weight_mode!r}) is not expressible exactly: "
+                      f"{_REFUSAL_WHY[o.strategy]}. {_approx_hint(o.top_k, teacher_topk)}")
+    return topk_loss_name(o.strategy, o.weight_mode, o.top_k), False, teacher_topk
+
+
+def _check_objective(train, teacher_topk: Optional[int] = None) -> None:
+    """Raise ``UnsupportedCombination`` when ``train`` (a ``TrainConfig``) cannot run on verl, exactly
+    or (``teacher_topk`` > ``top_k``, see the module docstring) approximately."""
     o = train.objective
     if o.policy_loss != "vanilla":
         raise _refuse(f"policy_loss {o.policy_loss!r} has no verl counterpart wired here (only vanilla)")
     if o.adv_estimator == "grpo":
         return
-    if o.top_k > 0 and o.strategy not in SUPPORTED_TOPK_STRATEGIES:
-        raise _refuse(f"strategy {o.strategy!r} (weight_mode {o.weight_mode!r}) is not expressible: "
-                      f"{_REFUSAL_WHY[o.strategy]}")
+    _topk_plan(o, teacher_topk)
     if o.teacher_temperature != 1.0:
         raise _refuse(f"teacher_temperature={o.teacher_temperature} is not expressible: verl's teacher "
                       "always scores at temperature 1.0")
@@ -142,12 +227,23 @@ def _check_objective(train) -> None:
         raise _refuse(f"adv_estimator {o.adv_estimator!r} has no verl OPD mapping")
 
 
-def check_supported(train_cfg: dict) -> None:
+def check_supported(train_cfg: dict, cluster: Optional[dict] = None) -> None:
     """Validate ``train_cfg`` like the native trainer, then raise ``UnsupportedCombination`` if verl
-    cannot run it exactly (the message names the alternative)."""
+    cannot run it (the message names the alternative).  ``cluster`` is ``backends.verl``; only its
+    ``teacher_topk`` matters here (without it, only the exact combinations pass)."""
     from opd.engine import TrainConfig
 
-    _check_objective(TrainConfig.from_dict(train_cfg))
+    _check_objective(TrainConfig.from_dict(train_cfg), teacher_topk_option(cluster))
+
+
+def is_approximate(train_cfg: dict, cluster: Optional[dict] = None) -> bool:
+    """Whether verl would run ``train_cfg`` with an approximate loss (call ``check_supported`` first)."""
+    from opd.engine import TrainConfig
+
+    o = TrainConfig.from_dict(train_cfg).objective
+    if o.adv_estimator == "grpo" or o.top_k == 0:
+        return False
+    return _topk_plan(o, teacher_topk_option(cluster))[0] in APPROX_TOPK_LOSSES
 
 
 def _fmt(v: Any) -> str:
@@ -181,9 +277,10 @@ def verl_overrides(exp_name: str, train_cfg: dict, paths: dict,
     from opd.engine import TrainConfig
 
     train = TrainConfig.from_dict(train_cfg)
-    _check_objective(train)
-    o = train.objective
     c = dict(cluster or {})
+    teacher_topk = teacher_topk_option(c)
+    _check_objective(train, teacher_topk)
+    o = train.objective
     is_grpo = o.adv_estimator == "grpo"
     need = ["student", "train_parquet", "val_parquet", "output_dir", "reward_fn_file"]
     if not is_grpo:
@@ -247,23 +344,30 @@ def verl_overrides(exp_name: str, train_cfg: dict, paths: dict,
         "reward.custom_reward_function.name": REWARD_FN_NAME,
         "trainer.project_name": c.get("project_name", "opd"),
         "trainer.experiment_name": exp_name,
-        "trainer.logger": ["console"],
+        "trainer.logger": ["console", "file"],
         "trainer.total_training_steps": train.steps,
         "trainer.save_freq": train.save_every,
-        "trainer.test_freq": -1,
+        "trainer.test_freq": c.get("test_freq", -1),
         "trainer.val_before_train": False,
+        "trainer.resume_mode": "auto",
         "trainer.default_local_dir": str(paths["output_dir"]),
+        a + "checkpoint.save_contents": ["model", "optimizer", "extra", "hf_model"],
         "trainer.n_gpus_per_node": n_gpus,
         "trainer.nnodes": nnodes,
     }
+    if train.enable_thinking is not None:
+        # `+`: verl's packaged default is an empty dict, whose keys Hydra only lets one append
+        ov["+data.apply_chat_template_kwargs.enable_thinking"] = train.enable_thinking
+    if c.get("test_freq", -1) > 0 and c.get("val"):
+        v = c["val"]
+        ov.update({r + "val_kwargs.n": v["n"], r + "val_kwargs.temperature": v["temperature"],
+                   r + "val_kwargs.top_p": v["top_p"], r + "val_kwargs.do_sample": v["temperature"] > 0,
+                   "data.val_max_samples": v.get("max_samples", -1)})
     if not is_grpo:
         d = "distillation."
         dl = d + "distillation_loss."
         tm = d + "teacher_models.teacher_model."
-        if o.top_k == 0:
-            loss_mode, use_pg = "k1", True
-        else:
-            loss_mode, use_pg = topk_loss_name(o.strategy, o.weight_mode), False
+        loss_mode, use_pg, topk = _topk_plan(o, teacher_topk)
         ov.update({
             d + "enabled": True,
             d + "n_gpus_per_node": c.get("teacher_n_gpus_per_node", 1),
@@ -272,7 +376,7 @@ def verl_overrides(exp_name: str, train_cfg: dict, paths: dict,
             tm + "inference.tensor_model_parallel_size": c.get("teacher_tp", 1),
             tm + "inference.temperature": 1.0,
             dl + "loss_mode": loss_mode,
-            dl + "topk": o.top_k if o.top_k > 0 else None,
+            dl + "topk": topk,
             dl + "use_task_rewards": with_task,
             dl + "distillation_loss_coef": 1.0,
             dl + "use_policy_gradient": use_pg,
@@ -290,7 +394,8 @@ def verl_command(exp_name: str, train_cfg: dict, paths: dict, cluster: Optional[
 
     ``train_cfg`` is ``opd.config.experiment_config(config, exp_name)`` (TrainConfig fields plus
     ``objective``).  Raises ``UnsupportedCombination`` (a ``ValueError``) for objectives verl
-    cannot run exactly, naming the alternative; ``ValueError`` for missing paths.
+    cannot run (exactly, or approximately with ``cluster["teacher_topk"]``), naming the alternative;
+    ``ValueError`` for missing paths.
     """
     ov = verl_overrides(exp_name, train_cfg, paths, cluster)
     python = (cluster or {}).get("python", "python")

@@ -35,3 +35,23 @@ def train(student_dir: str, teacher_dir: str | None, prompts_path: str, params_j
         save_hf(student, tok, ckpt / f"step_{step:04d}")
 
     trainer.train(out, save)
+
+
+def train_verl(python: str, exp: str, student_dir: str, teacher_dir: str | None, prompts_path: str,
+               val_path: str, params_json: str, seed: int, cluster: dict, checkpoints_dir: str,
+               metrics_path: str, config_path: str) -> None:
+    """Train with verl (``backends.train: verl``); same artifacts as ``train``.
+
+    verl's own run folder (sharded checkpoints, the command) is ``<run>/verl`` next to the
+    metrics; ``cluster`` is ``backends.verl`` (GPUs, tensor parallelism, validation).
+    """
+    from opd.backends.verl_run import run_verl, verl_paths
+
+    resolved = json.loads(params_json)
+    cfg = TrainConfig.from_dict(resolved | {"seed": seed})
+    paths = verl_paths(student_dir, teacher_dir, prompts_path, val_path, Path(metrics_path).parent)
+    write_json({"resolved": resolved, "student": student_dir, "teacher": teacher_dir,
+                "prompts": prompts_path, "seed": seed, "backend": "verl", "cluster": cluster},
+               config_path)
+    run_verl(python, exp, resolved | {"seed": seed}, paths, cluster, checkpoints_dir, metrics_path,
+             cfg.checkpoint_steps())
