@@ -67,36 +67,28 @@ def get_verifier_env(wildcards):
     return get_env("generation")(wildcards)
 
 
-def get_rollout_params(wildcards):
-    """The rollout section; ``enable_thinking`` falls back to the teacher model's setting."""
-    cfg = get_section("rollout")
-    if cfg.get("enable_thinking") is None:
-        thinking = config["models"][wildcards.teacher].get("enable_thinking")
-        if thinking is not None:
-            cfg["enable_thinking"] = thinking
+def with_thinking(section, thinking):
+    """Config ``section`` with the chat-template ``enable_thinking`` of the model it runs, unless
+    the section sets one itself or the model leaves it unset (then the key stays out)."""
+    cfg = get_section(section)
+    if cfg.get("enable_thinking") is None and thinking is not None:
+        cfg["enable_thinking"] = thinking
     return cfg
+
+
+def get_rollout_params(wildcards):
+    return with_thinking("rollout", config["models"][wildcards.teacher].get("enable_thinking"))
 
 
 def get_eval_params(wildcards):
-    """The eval section plus the evaluated model's chat-template ``enable_thinking`` (if set)."""
-    cfg = get_section("eval")
     kind, name, _ = split_model_key(wildcards.model)
     if kind == "base":
-        thinking = config["models"][name].get("enable_thinking")
-    else:
-        thinking = experiment_config(config, name).get("enable_thinking")
-    if thinking is not None:
-        cfg["enable_thinking"] = thinking
-    return cfg
+        return with_thinking("eval", config["models"][name].get("enable_thinking"))
+    return with_thinking("eval", experiment_config(config, name).get("enable_thinking"))
 
 
 def get_sft_params(wildcards):
-    """The sft section plus the student's chat-template ``enable_thinking`` (if set)."""
-    cfg = get_section("sft")
-    thinking = experiment_config(config, wildcards.exp).get("enable_thinking")
-    if thinking is not None:
-        cfg["enable_thinking"] = thinking
-    return cfg
+    return with_thinking("sft", experiment_config(config, wildcards.exp).get("enable_thinking"))
 
 
 def get_base_model(name):
