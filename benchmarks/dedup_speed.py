@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from opd.data import write_json  # noqa: E402
+from opd.runlog import cpu_model  # noqa: E402
 from opd.datasets import load_dataset  # noqa: E402
 from opd.dedup import dedup  # noqa: E402
 from opd.embeddings import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_SEQ_LENGTH,  # noqa: E402
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "precision_used": resolve_precision(args.precision),
                      "limit": args.limit, "encoder": enc.path},
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "processor": _cpu_model(), "python": platform.python_version(),
+                    "processor": cpu_model(), "python": platform.python_version(),
                     "torch": torch.__version__, "threads_used": enc.threads_used,
                     "cpu_utilisation": round(cpu_time / total, 2),
                     "loadavg_before": [round(x, 2) for x in load_before],
@@ -100,15 +101,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {args.out}")
     return result
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _print_table(r: dict) -> None:

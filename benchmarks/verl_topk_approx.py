@@ -50,6 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from opd.backends.verl_ext import _approx_details  # noqa: E402
 from opd.data import write_json  # noqa: E402
+from opd.runlog import cpu_model  # noqa: E402
 from opd.generation import SamplingParams, generate, load_model, load_tokenizer  # noqa: E402
 from opd.objectives import OPDConfig, TOKEN_LOSSES, TopkDetails, topk_details  # noqa: E402
 
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "top_k": k, "teacher_topk": kps, "weight_modes": args.weight_modes, "seed": args.seed,
                     "loss": "vanilla PPO surrogate at ratio 1, token-mean over all response tokens"},
         "results": results,
-        "machine": {"cpu_count": os.cpu_count(), "processor": _cpu_model(), "python": platform.python_version(),
+        "machine": {"cpu_count": os.cpu_count(), "processor": cpu_model(), "python": platform.python_version(),
                     "torch": torch.__version__, "transformers": transformers.__version__,
                     "device": "cpu", "elapsed_s": round(elapsed, 1)},
         "note": (f"tiny world only (vocabulary {V}, so K' = 64 already covers {64 / V:.0%} of it); no larger "
@@ -174,15 +175,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {args.out}")
     return result
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _print_table(r: dict) -> None:

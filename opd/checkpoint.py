@@ -1,32 +1,41 @@
 """Saving Hugging Face model directories atomically.
 
 ``save_hf`` writes model and tokenizer into a temporary sibling folder and renames it into
-place, so a killed job never leaves a checkpoint directory that looks complete.
+place (``atomic_dir``), so a killed job never leaves a checkpoint directory that looks complete;
+``copy_checkpoint`` does the same for a folder another tool wrote.
 
     save_hf(model, tokenizer, "results/train/opd/checkpoints/step_0010")
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 
-def save_hf(model, tokenizer, path) -> None:
-    """``save_pretrained`` of model and tokenizer into ``path``, atomically."""
+@contextlib.contextmanager
+def atomic_dir(path):
+    """A temporary sibling folder to fill; it replaces ``path`` only when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        yield tmp
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def save_hf(model, tokenizer, path) -> None:
+    """``save_pretrained`` of model and tokenizer into ``path``, atomically."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
 
 
 #: The files that make up a Hugging Face tokenizer (those present are copied).
@@ -41,19 +50,10 @@ def copy_checkpoint(src, path, tokenizer_from=None) -> None:
     With ``tokenizer_from``, its tokenizer files replace the copied ones, so a model trained by
     another tool keeps the tokenizer (and chat template) the rest of the pipeline formats with.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
         if tokenizer_from is not None:
             for name in TOKENIZER_FILES:
                 (tmp / name).unlink(missing_ok=True)
                 if (Path(tokenizer_from) / name).exists():
                     shutil.copy2(Path(tokenizer_from) / name, tmp / name)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)

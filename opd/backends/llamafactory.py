@@ -76,12 +76,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from opd.checkpoint import TOKENIZER_FILES
+from opd.checkpoint import TOKENIZER_FILES, atomic_dir
 
 STUDENT_TEMPLATE = "student"     # render prompts with the student's chat template; LF's `empty`
 DEFAULT_OPTIONS = {"template": STUDENT_TEMPLATE, "use_cpu": False, "bf16": True, "gpus": 1, "extra": {}}
@@ -344,20 +343,12 @@ def finalize_checkpoint(output_dir, student_dir, model_dir) -> None:
     tok_files = [student_dir / f for f in TOKENIZER_FILES if (student_dir / f).exists()]
     if not tok_files:
         raise FileNotFoundError(f"{student_dir}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
-    try:
+    with atomic_dir(model_dir) as tmp:
         for src in weights + [output_dir / f for f in MODEL_FILES if (output_dir / f).exists()]:
             shutil.copy2(src, tmp / src.name)
         for src in tok_files:
             shutil.copy2(src, tmp / src.name)
         _restore_use_cache(tmp / "config.json", student_dir / "config.json")
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        os.replace(tmp, model_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _stream(argv: list[str], env: dict, sinks: Iterable) -> int:
