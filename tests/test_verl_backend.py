@@ -81,6 +81,56 @@ def run_verl(code: str, stdin: str | None = None, timeout: int = 300) -> subproc
                           text=True, cwd=ROOT, timeout=timeout)
 
 
+# A synthetic packed micro-batch as verl's actor hands it to the distillation loss: two sequences
+# (prompt lengths P, response lengths Rl) of V-way student logits, packed ([1, N, V]); ``T`` is the
+# teacher's full log-distribution; ``batch(t_val, t_ids)`` wraps teacher top-k columns as verl's
+# nested tensors; ``pos`` are the packed positions that predict response tokens. Needs ``V``.
+PACKED_BATCH = """
+import json, types, torch, torch.nn.functional as F
+from tensordict import TensorDict
+from verl.trainer.distillation import losses as L
+from verl.workers.config import DistillationConfig, DistillationLossConfig
+from opd import objectives as obj
+torch.manual_seed(0)
+P, Rl = [3, 2], [4, 5]
+seq = [p + r for p, r in zip(P, Rl)]; N = sum(seq)
+s_logits = (torch.randn(1, N, V) * 2).requires_grad_(True)
+T = F.log_softmax(torch.randn(N, V) * 2, -1)
+off = torch.tensor([0] + seq).cumsum(0)
+nest = lambda x: torch.nested.nested_tensor_from_jagged(x, off)
+Rmax = max(Rl)
+prompts = torch.zeros(2, max(P), dtype=torch.long); responses = torch.zeros(2, Rmax, dtype=torch.long)
+attn = torch.zeros(2, max(P) + Rmax, dtype=torch.long); rmask = torch.zeros(2, Rmax)
+for b in range(2):
+    attn[b, max(P) - P[b]:max(P)] = 1; attn[b, max(P):max(P) + Rl[b]] = 1; rmask[b, :Rl[b]] = 1
+pos = torch.cat([torch.arange(off[b] + P[b] - 1, off[b] + seq[b] - 1) for b in range(2)])
+actor = types.SimpleNamespace(strategy="fsdp", loss_agg_mode="token-mean", global_batch_info={},
+                              loss_scale_factor=None)
+
+
+def batch(t_val, t_ids):
+    return TensorDict({"teacher_logprobs": nest(t_val), "teacher_ids": nest(t_ids), "prompts": prompts,
+                       "responses": responses, "attention_mask": attn, "response_mask": rmask,
+                       "dp_size": 1, "batch_num_tokens": int(rmask.sum()), "global_batch_size": 2},
+                      batch_size=[])
+
+
+def verl_loss(loss_mode, topk, data):
+    \"\"\"verl's two-pass distillation loss: the logits processor, then the registered loss.\"\"\"
+    lc = DistillationLossConfig(loss_mode=loss_mode, topk=topk, use_task_rewards=False,
+                                use_policy_gradient=False, loss_max_clamp=None, log_prob_min_clamp=None)
+    dc = DistillationConfig(enabled=False, distillation_loss=lc)
+    outs = L.distillation_ppo_loss(actor, dc, data=data, student_logits=s_logits)
+    model_output = {n: v.squeeze(0) for n, v in outs.items()}
+    return L.distillation_ppo_loss(actor, dc, model_output=model_output, data=data)
+"""
+
+
+def run_packed(v: int, body: str) -> subprocess.CompletedProcess:
+    """``body`` (dedented) after ``PACKED_BATCH`` with vocabulary ``v``, in the verl env."""
+    return run_verl(f"V = {v}\n" + PACKED_BATCH + textwrap.dedent(body))
+
+
 def compose(ovs: list[str], select: list[str]) -> tuple[int, dict]:
     p = subprocess.run([str(VERL_PY), "-m", "opd.backends.verl_compose_check"], capture_output=True, text=True,
                        cwd=ROOT, timeout=300, input=json.dumps({"overrides": ovs, "select": select}))
@@ -444,44 +494,16 @@ def test_registered_functions_through_verl_registries():
 def test_topk_distillation_loss_matches_native(strategy):
     """verl's full distillation path (wrapped logits processor -> registered loss -> verl's aggregation)
     on a synthetic packed micro-batch equals opd.objectives on the full teacher distribution."""
-    p = run_verl(f"""
-        import json, types, torch, torch.nn.functional as F
-        from tensordict import TensorDict
+    p = run_packed(40, f"""
         import opd.backends.verl_ext  # noqa: F401
-        from verl.trainer.distillation import losses as L
-        from verl.workers.config import DistillationConfig, DistillationLossConfig
-        from opd import objectives as obj
-        torch.manual_seed(0)
-        V, K = 40, 6
-        P, Rl = [3, 2], [4, 5]                                  # prompt / response lengths per sequence
-        seq = [p + r for p, r in zip(P, Rl)]; N = sum(seq)
-        s_logits = (torch.randn(1, N, V) * 2).requires_grad_(True)
-        t_logits = torch.randn(N, V) * 2
-        T = F.log_softmax(t_logits, -1)
+        K = 6
         t_val, t_ids = T.topk(K, -1)                             # what vLLM's teacher returns
-        off = torch.tensor([0] + seq).cumsum(0)
-        nest = lambda x: torch.nested.nested_tensor_from_jagged(x, off)
-        Rmax = max(Rl)
-        prompts = torch.zeros(2, max(P), dtype=torch.long); responses = torch.zeros(2, Rmax, dtype=torch.long)
-        attn = torch.zeros(2, max(P) + Rmax, dtype=torch.long); rmask = torch.zeros(2, Rmax)
-        for b in range(2):
-            attn[b, max(P) - P[b]:max(P)] = 1; attn[b, max(P):max(P) + Rl[b]] = 1; rmask[b, :Rl[b]] = 1
-        data = TensorDict({{"teacher_logprobs": nest(t_val), "teacher_ids": nest(t_ids), "prompts": prompts,
-                           "responses": responses, "attention_mask": attn, "response_mask": rmask,
-                           "dp_size": 1, "batch_num_tokens": int(rmask.sum()), "global_batch_size": 2}}, batch_size=[])
+        data = batch(t_val, t_ids)
         res = {{}}
         for wm in ("student_p", "teacher_p", "none"):
-            lc = DistillationLossConfig(loss_mode=f"opd_{strategy}_{{wm}}", topk=K, use_task_rewards=False,
-                                        use_policy_gradient=False, loss_max_clamp=None, log_prob_min_clamp=None)
-            dc = DistillationConfig(enabled=False, distillation_loss=lc)
-            actor = types.SimpleNamespace(strategy="fsdp", loss_agg_mode="token-mean", global_batch_info={{}},
-                                          loss_scale_factor=None)
-            outs = L.distillation_ppo_loss(actor, dc, data=data, student_logits=s_logits)   # logits processor
-            model_output = {{k: v.squeeze(0) for k, v in outs.items()}}
-            loss, metrics = L.distillation_ppo_loss(actor, dc, model_output=model_output, data=data)
+            loss, metrics = verl_loss(f"opd_{strategy}_{{wm}}", K, data)
             g_verl, = torch.autograd.grad(loss, s_logits)
             # native: positions predicting response tokens, full teacher distribution
-            pos = torch.cat([torch.arange(off[b] + P[b] - 1, off[b] + seq[b] - 1) for b in range(2)])
             S = F.log_softmax(s_logits[0, pos], -1)
             d = obj.topk_details(S, T[pos], K, "{strategy}", wm)
             cfg = obj.OPDConfig(top_k=K, strategy="{strategy}", weight_mode=wm)
@@ -509,46 +531,17 @@ def test_approx_distillation_loss_through_verl(strategy):
     """The approximate losses through verl's distillation path on a synthetic packed micro-batch:
     with the teacher's full distribution (K' = V) they equal opd.objectives exactly; with K' = 12 of
     V = 40 they equal approx_topk_details + the vanilla surrogate, finite, with gradient."""
-    p = run_verl(f"""
-        import json, types, torch, torch.nn.functional as F
-        from tensordict import TensorDict
+    p = run_packed(40, f"""
         import opd.backends.verl_ext as ext
-        from verl.trainer.distillation import losses as L
-        from verl.workers.config import DistillationConfig, DistillationLossConfig
-        from opd import objectives as obj
-        torch.manual_seed(0)
-        V, k = 40, 4
-        P, Rl = [3, 2], [4, 5]
-        seq = [p + r for p, r in zip(P, Rl)]; N = sum(seq)
-        s_logits = (torch.randn(1, N, V) * 2).requires_grad_(True)
-        T = F.log_softmax(torch.randn(N, V) * 2, -1)
-        off = torch.tensor([0] + seq).cumsum(0)
-        nest = lambda x: torch.nested.nested_tensor_from_jagged(x, off)
-        Rmax = max(Rl)
-        prompts = torch.zeros(2, max(P), dtype=torch.long); responses = torch.zeros(2, Rmax, dtype=torch.long)
-        attn = torch.zeros(2, max(P) + Rmax, dtype=torch.long); rmask = torch.zeros(2, Rmax)
-        for b in range(2):
-            attn[b, max(P) - P[b]:max(P)] = 1; attn[b, max(P):max(P) + Rl[b]] = 1; rmask[b, :Rl[b]] = 1
-        pos = torch.cat([torch.arange(off[b] + P[b] - 1, off[b] + seq[b] - 1) for b in range(2)])
+        k = 4
         res = {{}}
         for kp in (V, 12):
             t_val, t_ids = T.topk(kp, -1)
             perm = torch.stack([torch.randperm(kp) for _ in range(N)])     # vLLM's order is not relied on
             t_val, t_ids = t_val.gather(-1, perm), t_ids.gather(-1, perm)
-            data = TensorDict({{"teacher_logprobs": nest(t_val), "teacher_ids": nest(t_ids), "prompts": prompts,
-                               "responses": responses, "attention_mask": attn, "response_mask": rmask,
-                               "dp_size": 1, "batch_num_tokens": int(rmask.sum()), "global_batch_size": 2}},
-                              batch_size=[])
+            data = batch(t_val, t_ids)
             for wm in ("student_p", "teacher_p", "none"):
-                lc = DistillationLossConfig(loss_mode=f"opd_{strategy}_{{wm}}_approx_k{{k}}", topk=kp,
-                                            use_task_rewards=False, use_policy_gradient=False,
-                                            loss_max_clamp=None, log_prob_min_clamp=None)
-                dc = DistillationConfig(enabled=False, distillation_loss=lc)
-                actor = types.SimpleNamespace(strategy="fsdp", loss_agg_mode="token-mean", global_batch_info={{}},
-                                              loss_scale_factor=None)
-                outs = L.distillation_ppo_loss(actor, dc, data=data, student_logits=s_logits)
-                model_output = {{n: v.squeeze(0) for n, v in outs.items()}}
-                loss, metrics = L.distillation_ppo_loss(actor, dc, model_output=model_output, data=data)
+                loss, metrics = verl_loss(f"opd_{strategy}_{{wm}}_approx_k{{k}}", kp, data)
                 g_verl, = torch.autograd.grad(loss, s_logits)
                 S = F.log_softmax(s_logits[0, pos], -1)
                 d = (obj.topk_details(S, T[pos], k, "{strategy}", wm) if kp == V else

@@ -103,6 +103,16 @@ def test_second_run_has_nothing_to_do(run):
     assert planned_jobs(wd) == {}
 
 
+def test_one_experiment_table_needs_nothing_upstream_rerun(run):
+    wd, _ = run
+    target = "results/tables/experiments/grpo.csv"
+    assert planned_jobs(wd, "--", target) == {"experiment_table": 1}
+    snakemake(wd, "--", target)
+    table = pd.read_csv(wd / target)
+    assert list(table["model"]) == ["student", "grpo.step0002", "grpo.step0004"]
+    assert table["mean_score"].between(0, 1).all()
+
+
 def test_changing_one_experiment_reruns_only_it(run, tmp_path):
     wd, _ = run
     cfg = yaml.safe_load(SMALL.read_text())

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from opd.backends.verl import APPROX_TOPK_LOSSES, SUPPORTED_TOPK_STRATEGIES, TOPK_LOSSES
 from opd.objectives import OPDConfig, TOKEN_LOSSES, candidate_weights, token_reward_direct, \
     token_reward_direct_plus_grpo
-from opd.objectives.topk import TopkDetails, check_names, floor_teacher, isin_rows
+from opd.objectives.topk import TopkDetails, candidates, check_names, floor_teacher, isin_rows
 
 _MARK = "_opd_verl_ext"
 
@@ -145,20 +145,7 @@ def _approx_details(student_logp: torch.Tensor, teacher_ids: torch.Tensor, teach
     ids_sorted = teacher_ids.long().gather(-1, order)
     t_val, t_ids = t_sorted[..., :k], ids_sorted[..., :k]
     s_val, s_ids = S.topk(k, dim=-1)
-    s_mem, t_mem = torch.isfinite(s_val), torch.isfinite(t_val)   # membership as in topk_details
-    if strategy == "only_stu":
-        ids, valid = s_ids, s_mem
-    elif strategy == "only_tch":
-        ids, valid = t_ids, t_mem
-    elif strategy == "intersection":
-        ids, valid = s_ids, s_mem & isin_rows(s_ids, t_ids, t_mem)
-    elif strategy == "union":
-        ids = torch.cat([s_ids, t_ids], -1)
-        valid = torch.cat([s_mem, t_mem & ~isin_rows(t_ids, s_ids, s_mem)], -1)
-    else:  # union-intersection (symmetric difference)
-        ids = torch.cat([s_ids, t_ids], -1)
-        valid = torch.cat([s_mem & ~isin_rows(s_ids, t_ids, t_mem),
-                           t_mem & ~isin_rows(t_ids, s_ids, s_mem)], -1)
+    ids, valid = candidates(s_val, s_ids, t_val, t_ids, strategy)   # the same sets as topk_details
     # T at the candidates: look the ids up among the K' (sorted by id; a stable sort keeps, for a
     # repeated id, its largest log-prob first, which searchsorted finds) -- O(M log K'), no [..., V]
     by_id, perm = ids_sorted.sort(dim=-1, stable=True)

@@ -129,6 +129,25 @@ def candidate_weights(student_c: torch.Tensor, teacher_c: torch.Tensor, valid: t
     return e / e.sum(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
 
 
+def candidates(s_val: torch.Tensor, s_ids: torch.Tensor, t_val: torch.Tensor, t_ids: torch.Tensor,
+               strategy: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate ids and validity [..., M] of ``strategy`` from the student's and teacher's top-k
+    values and ids [..., k]. A -inf pick (a masked vocabulary) is not a member (choice 1)."""
+    s_mem, t_mem = torch.isfinite(s_val), torch.isfinite(t_val)
+    if strategy == "only_stu":
+        return s_ids, s_mem
+    if strategy == "only_tch":
+        return t_ids, t_mem
+    if strategy == "intersection":
+        return s_ids, s_mem & isin_rows(s_ids, t_ids, t_mem)
+    ids = torch.cat([s_ids, t_ids], -1)
+    if strategy == "union":
+        return ids, torch.cat([s_mem, t_mem & ~isin_rows(t_ids, s_ids, s_mem)], -1)
+    # union-intersection (symmetric difference)
+    return ids, torch.cat([s_mem & ~isin_rows(s_ids, t_ids, t_mem),
+                           t_mem & ~isin_rows(t_ids, s_ids, s_mem)], -1)
+
+
 def topk_details(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: int, strategy: str,
                  weight_mode: str, tokens: Optional[torch.Tensor] = None) -> TopkDetails:
     """Candidates, validity, weights and rewards from *log-probabilities* S, T [..., V].
@@ -163,20 +182,7 @@ def topk_details(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: 
         raise ValueError(f"top_k={top_k} exceeds the vocabulary size {V}")
     s_val, s_ids = S.topk(top_k, dim=-1)
     t_val, t_ids = T.topk(top_k, dim=-1)
-    s_mem, t_mem = torch.isfinite(s_val), torch.isfinite(t_val)  # choice 1: padding picks are not members
-    if strategy == "only_stu":
-        ids, valid = s_ids, s_mem
-    elif strategy == "only_tch":
-        ids, valid = t_ids, t_mem
-    elif strategy == "intersection":
-        ids, valid = s_ids, s_mem & isin_rows(s_ids, t_ids, t_mem)
-    elif strategy == "union":
-        ids = torch.cat([s_ids, t_ids], -1)
-        valid = torch.cat([s_mem, t_mem & ~isin_rows(t_ids, s_ids, s_mem)], -1)
-    else:  # union-intersection (symmetric difference)
-        ids = torch.cat([s_ids, t_ids], -1)
-        valid = torch.cat([s_mem & ~isin_rows(s_ids, t_ids, t_mem),
-                           t_mem & ~isin_rows(t_ids, s_ids, s_mem)], -1)
+    ids, valid = candidates(s_val, s_ids, t_val, t_ids, strategy)
     s_c, t_c = S.gather(-1, ids), T.gather(-1, ids)
     valid = valid & torch.isfinite(s_c)  # choice 2: no student support -> invalid
     zero = torch.zeros_like(s_c)

@@ -6,17 +6,13 @@ from opd.figures import plot_accuracy, plot_dynamics, summary_table
 
 
 def write_table(grade_paths: list[str], model_kinds: dict, table_csv: str):
-    """The summary table of the graded models in ``grade_paths``, written atomically."""
+    """The summary table of the graded models in ``grade_paths``, written atomically (the whole
+    study's ``summary.csv``, or one experiment's ``tables/experiments/<exp>.csv``)."""
     table = summary_table(grade_paths, {k: tuple(v) for k, v in model_kinds.items()})
     with atomic_path(table_csv, ".csv") as tmp:
         table.to_csv(tmp, index=False)
     print(table.to_string(index=False))
     return table
-
-
-def experiment_table(grade_paths: list[str], model_kinds: dict, table_csv: str) -> None:
-    """One experiment's table (``snakemake results/tables/experiments/<exp>.csv``)."""
-    write_table(grade_paths, model_kinds, table_csv)
 
 
 def figures(grade_paths: list[str], metrics_paths: dict[str, str], experiments: dict,
