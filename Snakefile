@@ -15,7 +15,7 @@ validate(config, "config/schema.yaml")
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from opd.backends.choice import check_backends
+from opd.backends import check_backends
 from opd.config import check_config, check_model_paths
 
 check_config(config)

@@ -1,6 +1,6 @@
 """Deduplication speed: DeepMath-14k against DAPO-Math-17k, end to end, on this machine's CPUs.
 
-Times ``opd.dedup.dedup`` on the real files from ``../shared/data/train`` (about 32k questions
+Times ``opd.data.dedup.dedup`` on the real files from ``../shared/data/train`` (about 32k questions
 to embed with the bundled all-MiniLM-L6-v2): loading both datasets, loading the encoder,
 exact matching, embedding both sides, and the exact chunked similarity search. Writes
 ``benchmarks/results/dedup_speed.json`` with the timings, the counts per phase, the settings,
@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from opd.data import write_json  # noqa: E402
+from opd.io import write_json  # noqa: E402
 from opd.runlog import cpu_model  # noqa: E402
-from opd.datasets import load_dataset  # noqa: E402
-from opd.dedup import dedup  # noqa: E402
-from opd.embeddings import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_SEQ_LENGTH,  # noqa: E402
+from opd.data.datasets import load_dataset  # noqa: E402
+from opd.data.dedup import dedup  # noqa: E402
+from opd.data.embeddings import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_SEQ_LENGTH,  # noqa: E402
                             load_encoder, resolve_precision)
 
 TARGET_S = 300.0

@@ -35,9 +35,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from opd.data import write_json  # noqa: E402
-from opd import grading  # noqa: E402
-from opd.grading import grade, unbox  # noqa: E402
+from opd.io import write_json  # noqa: E402
+from opd.grading.extract import answer_of, reference_of, unbox  # noqa: E402
+from opd.grading.verify import _fast_verdict, grade  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "benchmarks"
 OUT = ROOT / "benchmarks" / "results" / "grading_speed.json"
@@ -119,9 +119,9 @@ def _pool_items(responses: list[str], gts: list[str]) -> int:
     """Distinct (answer, ground truth) pairs the fast path leaves to the worker pool."""
     pairs = set()
     for r, g in zip(responses, gts):
-        answer = grading._answer(r)[1]
-        if answer is not None and grading._fast_verdict(answer, grading._reference(g)) is None:
-            pairs.add((answer, grading._reference(g)))
+        answer = answer_of(r)[1]
+        if answer is not None and _fast_verdict(answer, reference_of(g)) is None:
+            pairs.add((answer, reference_of(g)))
     return len(pairs)
 
 

@@ -3,7 +3,7 @@
 verl's vLLM teacher returns only its own top-K' log-probs (``backends.verl.teacher_topk`` = K').
 For ``only_stu``, ``union`` and ``union-intersection`` the verl backend looks the teacher's
 log-prob at each candidate up among those K' and, where the id is not there, uses the bound
-``min(T_(K'), log(1 - sum_{K'} exp T))`` (``opd.backends.verl_ext.approx_topk_details``).  This
+``min(T_(K'), log(1 - sum_{K'} exp T))`` (``opd.train.verl.ext.approx_topk_details``).  This
 script measures what that costs in the tiny world, on real student samples:
 
 1. sample one response per prompt from the tiny student (``results/world/models/student``) on the
@@ -48,10 +48,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from opd.backends.verl_ext import _approx_details  # noqa: E402
-from opd.data import write_json  # noqa: E402
+from opd.train.verl.ext import _approx_details  # noqa: E402
+from opd.io import write_json  # noqa: E402
 from opd.runlog import cpu_model  # noqa: E402
-from opd.generation import SamplingParams, generate, load_model, load_tokenizer  # noqa: E402
+from opd.generation.config import SamplingParams  # noqa: E402
+from opd.generation.hf import generate, load_model, load_tokenizer  # noqa: E402
 from opd.objectives import OPDConfig, TOKEN_LOSSES, TopkDetails, topk_details  # noqa: E402
 
 STRATEGIES = ("only_stu", "union", "union-intersection")

@@ -4,7 +4,8 @@ The Snakefile validates the config against ``config/schema.yaml`` and then calls
 ``check_config``, so every mistake below stops the run before any job starts, with an error
 that names the key and the fix. ``experiment_config`` merges ``train_defaults`` with one
 experiment's overrides; the merged dict is what the training rule receives as a parameter, so
-changing one experiment reruns only that experiment and what depends on it.
+changing one experiment reruns only that experiment and what depends on it. Imports no torch:
+building the DAG stays fast.
 
     check_config(config)
     cfg = experiment_config(config, "opd")
@@ -12,10 +13,16 @@ changing one experiment reruns only that experiment and what depends on it.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from pathlib import Path
 
-from opd.engine import TrainConfig
+from opd.train.config import TrainConfig
+
+#: What one job asks the scheduler for when ``resources.<rule>`` leaves a key out.
+RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 4000, "runtime": 60}
+#: Rules whose default thread count differs (the embedding stages use two cores).
+RULE_RESOURCE_DEFAULTS = {"dedup_train": {"threads": 2}, "select_prompts": {"threads": 2}}
 
 
 class ConfigError(ValueError):
@@ -53,8 +60,32 @@ def uses_world(config: dict) -> bool:
         "world" in m for m in config["models"].values())
 
 
+def resource(config: dict, rule: str, key: str):
+    """``threads``, ``mem_mb`` or ``runtime`` (minutes) of one job of ``rule``: config
+    ``resources.<rule>.<key>``, else ``RULE_RESOURCE_DEFAULTS``, else ``RESOURCE_DEFAULTS``."""
+    default = RULE_RESOURCE_DEFAULTS.get(rule, {}).get(key, RESOURCE_DEFAULTS[key])
+    return config.get("resources", {}).get(rule, {}).get(key, default)
+
+
+def import_extensions(config: dict) -> None:
+    """Import the modules named in ``extensions:``, so the estimators and policy losses they
+    register (``opd.objectives`` registries) are known to the config check and the trainer."""
+    for i, name in enumerate(config.get("extensions") or []):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"extensions[{i}]: cannot import {name!r} ({err}); name a module on "
+                              "the Python path (e.g. a file next to the Snakefile)") from err
+
+
 def check_config(config: dict) -> None:
     """Raise ``ConfigError`` naming the key for cross-references the schema cannot check."""
+    from opd.stages import RULES
+
+    import_extensions(config)
+    for rule in config.get("resources") or {}:
+        if rule not in RULES:
+            raise ConfigError(f"resources.{rule}: no such rule; rules: {', '.join(sorted(RULES))}")
     models = config["models"]
     if uses_world(config) and "world" not in config:
         raise ConfigError("world: a dataset or model uses the tiny world (`world:` source or a "

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from opd.data import atomic_path, read_jsonl  # noqa: E402
+from opd.io import atomic_path, read_jsonl  # noqa: E402
 
 TABLE_COLUMNS = ["model", "kind", "experiment", "step", "benchmark", "mean_score", "best_score",
                  "solve_none", "solve_all", "avg_output_length", "format_error_rollouts",

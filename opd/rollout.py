@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from opd.data import read_jsonl
+from opd.io import read_jsonl
 from opd.runlog import progress
 
 REASONS = ("no_boxed", "repeated_line", "repeated_substring", "repeated_block")

@@ -1,8 +1,6 @@
 # Path helpers and input functions (get_*). Every path under results/ follows from config names.
-import json
-
-from opd.backends import choice
-from opd.config import checkpoint_steps, experiment_config
+from opd import backends
+from opd.config import checkpoint_steps, experiment_config, resource
 
 R = "results"
 EXPERIMENTS = list(config["experiments"])
@@ -32,26 +30,24 @@ def get_backend(stage):
     """Input function: the backend (and its options) a job of ``stage`` hashes as a parameter."""
 
     def backend_of(wildcards):
-        return canonical(choice.backend_params(config, stage, wildcards.get("exp")))
+        return canonical(backends.backend_params(config, stage, wildcards.get("exp")))
 
     return backend_of
 
 
 def get_env(stage):
     """Input function: the conda env of the tool stack that runs a job of ``stage``."""
-    return lambda wildcards: choice.env_file(config, stage, wildcards.get("exp"))
+    return lambda wildcards: backends.env_file(config, stage, wildcards.get("exp"))
 
 
-def get_resource(rule, key, default=None):
-    """``threads``, ``mem_mb`` or ``runtime`` (minutes) of one job of ``rule``: config
-    ``resources.<rule>``, else ``default``, else 1 thread, 4000 MB, 60 minutes."""
-    fallback = {"threads": 1, "mem_mb": 4000, "runtime": 60}[key] if default is None else default
-    return config.get("resources", {}).get(rule, {}).get(key, fallback)
+def get_resource(rule, key):
+    """``threads``, ``mem_mb`` or ``runtime`` (minutes) of one job of ``rule`` (``opd.config.resource``)."""
+    return resource(config, rule, key)
 
 
 def get_gpus(rule):
     """Input function: GPUs one job of ``rule`` needs, from its backend (0 on the CPU)."""
-    return lambda wildcards: choice.gpus(config, rule, wildcards.get("exp"))
+    return lambda wildcards: backends.gpus(config, rule, wildcards.get("exp"))
 
 
 def get_verifier_backend(wildcards):
@@ -149,7 +145,7 @@ def get_train_prompts(wildcards):
 
 def get_experiment_params(wildcards):
     """The resolved training config; a change reruns this experiment only."""
-    return json.dumps(experiment_config(config, wildcards.exp), sort_keys=True)
+    return canonical(experiment_config(config, wildcards.exp))
 
 
 def get_teacher_name(wildcards):
@@ -169,7 +165,7 @@ def get_train_inputs(wildcards):
     inputs = {"student": get_start_model(wildcards), "prompts": get_train_prompts(wildcards)}
     if exp["method"] == "opd":
         inputs["teacher"] = get_base_model(exp["teacher"])
-    if choice.backend(config, "train", wildcards.exp) == "verl":
+    if "val" in backends.chosen(config, "train", wildcards.exp).inputs:
         inputs["val"] = f"{R}/data/benchmarks/{config['figures']['benchmark']}.parquet"
     return inputs
 

@@ -3,9 +3,9 @@
 
 rule prepare_benchmark:
     input:
-        get_benchmark_source,
+        source=get_benchmark_source,
     output:
-        f"{R}/data/benchmarks/{{bench}}.parquet",
+        benchmark=f"{R}/data/benchmarks/{{bench}}.parquet",
     params:
         spec=get_benchmark_spec,
     threads: get_resource("prepare_benchmark", "threads")
@@ -19,12 +19,12 @@ rule prepare_benchmark:
     conda:
         "../envs/core.yaml"
     script:
-        "../scripts/prepare_dataset.py"
+        "../scripts/stage.py"
 
 
 rule dedup_train:
     input:
-        train=get_train_source,
+        source=get_train_source,
         reference=expand(f"{R}/data/benchmarks/{{bench}}.parquet", bench=BENCHMARKS),
     output:
         train=f"{R}/data/train.parquet",
@@ -32,7 +32,7 @@ rule dedup_train:
     params:
         spec=get_section("data", "train"),
         dedup=get_section("data", "dedup"),
-    threads: get_resource("dedup_train", "threads", 2)
+    threads: get_resource("dedup_train", "threads")
     resources:
         mem_mb=get_resource("dedup_train", "mem_mb"),
         runtime=get_resource("dedup_train", "runtime"),
@@ -43,7 +43,7 @@ rule dedup_train:
     conda:
         "../envs/core.yaml"
     script:
-        "../scripts/dedup_train.py"
+        "../scripts/stage.py"
 
 
 rule select_prompts:
@@ -55,7 +55,7 @@ rule select_prompts:
         report=f"{R}/data/selection_report.json",
     params:
         selection=get_section("data", "selection"),
-    threads: get_resource("select_prompts", "threads", 2)
+    threads: get_resource("select_prompts", "threads")
     resources:
         mem_mb=get_resource("select_prompts", "mem_mb"),
         runtime=get_resource("select_prompts", "runtime"),
@@ -66,4 +66,4 @@ rule select_prompts:
     conda:
         "../envs/core.yaml"
     script:
-        "../scripts/select_prompts.py"
+        "../scripts/stage.py"

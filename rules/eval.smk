@@ -6,12 +6,12 @@ rule eval_generate:
         model=get_model_input,
         benchmark=f"{R}/data/benchmarks/{{bench}}.parquet",
     output:
-        f"{R}/eval/{{model}}/{{bench}}.parquet",
+        generations=f"{R}/eval/{{model}}/{{bench}}.parquet",
     params:
         subdir=get_model_subdir,
         eval=get_eval_params,
         seed=config["seed"],
-        generation=get_backend("generation"),
+        backend=get_backend("generation"),
     threads: get_resource("eval_generate", "threads")
     resources:
         mem_mb=get_resource("eval_generate", "mem_mb"),
@@ -24,7 +24,7 @@ rule eval_generate:
     conda:
         get_env("generation")
     script:
-        "../scripts/eval_generate.py"
+        "../scripts/stage.py"
 
 
 rule grade:
@@ -35,7 +35,7 @@ rule grade:
         verdicts=f"{R}/grades/{{model}}/{{bench}}.verdicts.parquet",
     params:
         grading=get_section("grading"),
-        generation=get_verifier_backend,
+        backend=get_verifier_backend,
     threads: get_resource("grade", "threads")
     resources:
         mem_mb=get_resource("grade", "mem_mb"),
@@ -48,4 +48,4 @@ rule grade:
     conda:
         get_verifier_env
     script:
-        "../scripts/grade.py"
+        "../scripts/stage.py"

@@ -32,14 +32,14 @@ rule figures:
     conda:
         "../envs/core.yaml"
     script:
-        "../scripts/figures.py"
+        "../scripts/stage.py"
 
 
 rule experiment_table:
     input:
         grades=get_experiment_grades,
     output:
-        f"{R}/tables/experiments/{{exp}}.csv",
+        table=f"{R}/tables/experiments/{{exp}}.csv",
     params:
         models=get_model_kinds,
     threads: get_resource("figures", "threads")
@@ -53,4 +53,4 @@ rule experiment_table:
     conda:
         "../envs/core.yaml"
     script:
-        "../scripts/experiment_table.py"
+        "../scripts/stage.py"

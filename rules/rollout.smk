@@ -11,7 +11,7 @@ rule teacher_rollout:
     params:
         rollout=get_rollout_params,
         seed=config["seed"],
-        generation=get_backend("generation"),
+        backend=get_backend("generation"),
     threads: get_resource("teacher_rollout", "threads")
     resources:
         mem_mb=get_resource("teacher_rollout", "mem_mb"),
@@ -24,4 +24,4 @@ rule teacher_rollout:
     conda:
         get_env("generation")
     script:
-        "../scripts/teacher_rollout.py"
+        "../scripts/stage.py"

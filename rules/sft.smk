@@ -24,4 +24,4 @@ rule sft_cold_start:
     conda:
         get_env("sft")
     script:
-        "../scripts/sft_cold_start.py"
+        "../scripts/stage.py"

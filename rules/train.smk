@@ -24,4 +24,4 @@ rule train:
     conda:
         get_env("train")
     script:
-        "../scripts/train.py"
+        "../scripts/stage.py"

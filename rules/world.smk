@@ -3,7 +3,10 @@
 
 rule world_problems:
     output:
-        expand(f"{R}/world/problems/{{split}}.parquet", split=["pretrain", "train", "eval", "heldout"]),
+        pretrain=f"{R}/world/problems/pretrain.parquet",
+        train=f"{R}/world/problems/train.parquet",
+        eval=f"{R}/world/problems/eval.parquet",
+        heldout=f"{R}/world/problems/heldout.parquet",
     params:
         problems=get_section("world", "problems"),
         seed=config["seed"],
@@ -18,14 +21,14 @@ rule world_problems:
     conda:
         "../envs/core.yaml"
     script:
-        "../scripts/world_problems.py"
+        "../scripts/stage.py"
 
 
 rule world_tokenizer:
     input:
-        f"{R}/world/problems/pretrain.parquet",
+        corpus=f"{R}/world/problems/pretrain.parquet",
     output:
-        directory(f"{R}/world/tokenizer"),
+        tokenizer=directory(f"{R}/world/tokenizer"),
     params:
         vocab_size=config.get("world", {}).get("tokenizer", {}).get("vocab_size"),
     threads: get_resource("world_tokenizer", "threads")
@@ -39,7 +42,7 @@ rule world_tokenizer:
     conda:
         "../envs/core.yaml"
     script:
-        "../scripts/world_tokenizer.py"
+        "../scripts/stage.py"
 
 
 rule world_model:
@@ -63,4 +66,4 @@ rule world_model:
     conda:
         "../envs/core.yaml"
     script:
-        "../scripts/world_model.py"
+        "../scripts/stage.py"

@@ -13,20 +13,20 @@ def questions_frame(name: str, questions: list[str]):
     """Bare questions as a dataset in the project's row format (ground truth "1")."""
     import pandas as pd
 
-    from opd.data import make_row
+    from opd.io import make_row
     return pd.DataFrame([make_row(name, f"{name}-{i}", q, q, "1", i, "train")
                          for i, q in enumerate(questions)])
 
 
 @pytest.fixture(scope="session")
 def tiny_problems():
-    from opd.problems import ProblemSpec, make_splits
+    from opd.world.problems import ProblemSpec, make_splits
     return make_splits(ProblemSpec(), {"pretrain": 400, "train": 50, "eval": 20}, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_problems):
-    from opd.tinyworld import train_tokenizer
+    from opd.world.models import train_tokenizer
     texts = [f"<|im_start|>user\n{p.prompt}<|im_end|>\n<|im_start|>assistant\n{p.solution}<|im_end|>\n"
              for p in tiny_problems["pretrain"]]
     return train_tokenizer(texts, vocab_size=320)
@@ -35,7 +35,7 @@ def tiny_tokenizer(tiny_problems):
 @pytest.fixture(scope="session")
 def tiny_models(tiny_tokenizer):
     """A (student, teacher) pair of untrained tiny Qwen3 models sharing the tokenizer."""
-    from opd.tinyworld import ModelSpec, init_model
+    from opd.world.models import ModelSpec, init_model
     student = init_model(ModelSpec(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                                    intermediate_size=64), tiny_tokenizer, seed=1)
     teacher = init_model(ModelSpec(hidden_size=48, num_layers=2, num_heads=2, num_kv_heads=1,

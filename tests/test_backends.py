@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from opd.backends import choice
+from opd import backends as choice
 from opd.config import ConfigError
 from conftest import ROOT
 

@@ -37,7 +37,7 @@ def test_missing_model_path_names_the_key(tmp_path):
 
 def test_teacher_with_another_vocabulary_fails_before_any_job(tmp_path, tiny_tokenizer, tiny_models,
                                                               tiny_problems):
-    from opd.tinyworld import train_tokenizer
+    from opd.world.models import train_tokenizer
     other = train_tokenizer([p.prompt for p in tiny_problems["pretrain"]] + ["xyz"], vocab_size=420)
     cfg = with_paths(tmp_path, tiny_tokenizer, tiny_models, teacher_tok=other)
     with pytest.raises(ConfigError, match=r"experiments\.opd\.teacher: .*do not share a vocabulary"):

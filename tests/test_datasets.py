@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from opd.data import DataError, flat_view, make_row, write_parquet
-from opd.datasets import (BOXED_SLIP, PAPER_INSTRUCTION, detect_format, load_dataset, load_many,
+from opd.io import DataError, flat_view, make_row, write_parquet
+from opd.data.datasets import (BOXED_SLIP, PAPER_INSTRUCTION, detect_format, load_dataset, load_many,
                           strip_instructions)
 
 from conftest import SHARED_DATA

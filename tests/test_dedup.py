@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from opd.data import DataError
-from opd.dedup import dedup, normalize_question
+from opd.io import DataError
+from opd.data.dedup import dedup, normalize_question
 
 from conftest import SHARED_DATA, questions_frame
 
@@ -59,7 +59,7 @@ def real_questions():
     deep_path = DATA / "train" / "deepmath-14k.parquet"
     if not (dapo_path.exists() and deep_path.exists()):
         pytest.skip(f"real datasets not found at {DATA} (../shared/data)")
-    from opd.datasets import strip_instructions
+    from opd.data.datasets import strip_instructions
     dapo = [strip_instructions(p[0]["content"])
             for p in pd.read_parquet(dapo_path, columns=["prompt"])["prompt"]]
     deep = [e["question"].strip()
@@ -74,7 +74,7 @@ def real_questions():
 
 @pytest.fixture(scope="module")
 def encoder():
-    from opd.embeddings import load_encoder
+    from opd.data.embeddings import load_encoder
     return load_encoder()
 
 
@@ -122,7 +122,7 @@ def test_dedup_removes_planted_duplicates(real_questions, encoder):
 
 
 def test_paraphrase_similarity_is_high(real_questions, encoder):
-    from opd.embeddings import embed
+    from opd.data.embeddings import embed
     dapo, _ = real_questions
     src = [q for q in dapo[300:] if re.search(r"\b(Find|What is|How many)\b", q)][:20]
     a = embed(src, encoder, progress=False)
@@ -147,7 +147,7 @@ def test_dedup_rejects_rows_without_question():
 
 
 def test_max_similarity_is_exact_in_chunks():
-    from opd.embeddings import max_similarity
+    from opd.data.embeddings import max_similarity
     rng = np.random.default_rng(0)
     q, k = rng.normal(size=(37, 8)).astype(np.float32), rng.normal(size=(11, 8)).astype(np.float32)
     best, arg = max_similarity(q, k, chunk_size=5)
@@ -159,7 +159,7 @@ def test_max_similarity_is_exact_in_chunks():
 
 
 def test_embed_keeps_order_and_duplicates(encoder):
-    from opd.embeddings import embed
+    from opd.data.embeddings import embed
     texts = ["Find the area of a circle of radius 2.", "What is 7 times 8?",
              "Find the area of a circle of radius 2."]
     e = embed(texts, encoder, progress=False, num_threads=1)
@@ -171,7 +171,7 @@ def test_embed_keeps_order_and_duplicates(encoder):
 
 
 def test_encoder_paths(tmp_path):
-    from opd.embeddings import default_model_path, load_encoder
+    from opd.data.embeddings import default_model_path, load_encoder
     assert (Path(default_model_path()) / "modules.json").is_file()
     with pytest.raises(FileNotFoundError, match="not a local sentence-transformers model"):
         load_encoder(tmp_path)
@@ -180,7 +180,7 @@ def test_encoder_paths(tmp_path):
 
 
 def test_thread_tuner_keeps_the_faster_option():
-    from opd.embeddings import _ThreadTuner
+    from opd.data.embeddings import _ThreadTuner
     tuner = _ThreadTuner([2, 1], period=10, trials=2)
     speed = {2: 100.0, 1: 300.0}  # word pieces per second, as on a busy machine
     picks = []

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from opd.engine import OnPolicyTrainer, TrainConfig, check_same_vocabulary, response_batch
+from opd.train.native import OnPolicyTrainer, TrainConfig, check_same_vocabulary, response_batch
 from opd.objectives import STRATEGIES, WEIGHT_MODES
 
 
@@ -72,7 +72,7 @@ def test_bad_training_config_names_the_option():
 
 
 def test_teacher_with_another_vocabulary_fails_before_training(tiny_models, tiny_tokenizer, tiny_problems):
-    from opd.tinyworld import ModelSpec, init_model, train_tokenizer
+    from opd.world.models import ModelSpec, init_model, train_tokenizer
     other_tok = train_tokenizer([p.prompt for p in tiny_problems["pretrain"]] + ["zzz qqq"], vocab_size=400)
     other = init_model(ModelSpec(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
                                  intermediate_size=64), other_tok)

@@ -12,9 +12,13 @@ import time
 import pandas as pd
 import pytest
 
-from opd import grading
-from opd.grading import (GraderPool, grade, is_correct, judge_prompt, last_boxed, model_verify,
-                         parse_judge_answer, summarize, unbox)
+from opd.grading import extract, verify
+from opd.grading import pool as grading_pool
+from opd.grading.extract import last_boxed, unbox
+from opd.grading.metrics import summarize
+from opd.grading.pool import GraderPool
+from opd.grading.verifier import judge_prompt, model_verify, parse_judge_answer
+from opd.grading.verify import grade, is_correct
 
 from conftest import SHARED_DATA
 
@@ -156,7 +160,7 @@ def test_pathological_answers_are_wrong_and_bounded():
     for text in PATHOLOGICAL:
         t0 = time.monotonic()
         assert is_correct(text, "5") is False
-        assert time.monotonic() - t0 < grading.DEFAULT_TIMEOUT_S + grading.KILL_GRACE_S + 1.5
+        assert time.monotonic() - t0 < grading_pool.DEFAULT_TIMEOUT_S + grading_pool.KILL_GRACE_S + 1.5
     assert time.monotonic() - start < 20.0
 
 
@@ -175,8 +179,8 @@ def test_fast_path_agrees_with_math_verify():
               (r"\cot x", r"\cot  x"), ("5.", "5"), (r"1\,000", "1000"), (r"\{1,2\}", r"\{1, 2\}"),
               (r"\tfrac12", r"\frac12"), (r"x \in [-2,7]", r"x\in[-2,7]")]
     pairs += [("1 000", "1000"), (r"\frac{1}{2}", "0.5"), ("1,000", "1000")]
-    pairs = [(grading._clean(a), grading._clean(g)) for a, g in pairs]  # as the grader does
-    decided = [(a, g, grading._fast_verdict(a, g)) for a, g in pairs]
+    pairs = [(extract._clean(a), extract._clean(g)) for a, g in pairs]  # as the grader does
+    decided = [(a, g, verify._fast_verdict(a, g)) for a, g in pairs]
     decided = [(a, g, v) for a, g, v in decided if v is not None]
     assert len(decided) > 60
     with GraderPool(workers=2) as pool:
@@ -190,7 +194,7 @@ def test_pool_kills_a_worker_that_stops_answering():
         os.kill(pool._workers[0].proc.pid, signal.SIGSTOP)   # deaf to its soft timer
         start = time.monotonic()
         assert pool.run([(r"\frac{1}{2}", "0.5")]) == [(False, True)]
-        assert time.monotonic() - start < 1.0 + grading.KILL_GRACE_S + 1.0
+        assert time.monotonic() - start < 1.0 + grading_pool.KILL_GRACE_S + 1.0
         assert pool.restarts == 1
         assert pool.run([(r"\frac{1}{2}", "0.5"), ("(1,2)", "(2,1)")]) == [(True, False),
                                                                            (False, False)]

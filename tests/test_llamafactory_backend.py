@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from opd.backends.llamafactory import (STUDENT_TEMPLATE, dataset_info, finalize_checkpoint, llamafactory_command,
+from opd.sft.llamafactory import (STUDENT_TEMPLATE, dataset_info, finalize_checkpoint, llamafactory_command,
                                        llamafactory_env, read_trainer_log, render_rows, run_sft, train_yaml,
                                        write_dataset)
 
@@ -81,7 +81,7 @@ def test_write_dataset_rejects_empty(tmp_path):
 
 def test_render_rows_gives_native_ids(tiny_tokenizer, tiny_problems):
     """LLaMA-Factory's `empty` template tokenizes each part alone: that must equal encode_examples."""
-    from opd.sft import encode_examples
+    from opd.sft.native import encode_examples
     rows = rows_from(tiny_problems["train"], 5)
     rows[0]["prompt"] = [{"role": "system", "content": "Be brief."}] + rows[0]["prompt"]
     native = encode_examples(tiny_tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows], 160)
@@ -228,8 +228,9 @@ def test_run_sft_real(tmp_path, tiny_tokenizer, tiny_models, tiny_problems):
     import pyarrow.ipc as ipc
 
     from opd.checkpoint import save_hf
-    from opd.generation import SamplingParams, generate, load_model, load_tokenizer
-    from opd.sft import encode_examples
+    from opd.generation.config import SamplingParams
+    from opd.generation.hf import generate, load_model, load_tokenizer
+    from opd.sft.native import encode_examples
 
     student_dir, model_dir, work = tmp_path / "student", tmp_path / "sft" / "model", tmp_path / "work"
     save_hf(tiny_models[0], tiny_tokenizer, student_dir)

@@ -3,7 +3,7 @@ from math import comb
 
 import pytest
 
-from opd.metrics import distinct_ngram, pass_at_k
+from opd.grading.metrics import distinct_ngram, pass_at_k
 
 
 @pytest.mark.parametrize("n,c,k,expected", [

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SHARED_DATA, questions_frame
+from opd import backends as choice
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 VERL_PY = ROOT / ".venv-verl" / "bin" / "python"
@@ -47,7 +48,7 @@ def paper(tmp_path_factory):
             (root / "data" / name).symlink_to(SHARED_DATA / rel)
         else:
             questions_frame(name, ["What is 1?"]).to_parquet(root / "data" / name)
-    cfg["stacks"] = {k: sys.executable for k in cfg["stacks"]}
+    cfg["stacks"] = {k: sys.executable for k in choice.stacks()}
     path = root / "paper.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return root, path, cfg
@@ -125,7 +126,7 @@ def test_paper_jobs_request_their_resources(paper_jobs):
 
 
 def test_paper_backends_are_the_gpu_tools(paper):
-    from opd.backends import choice
+
 
     _, _, cfg = paper
     for exp, spec in cfg["experiments"].items():
@@ -136,7 +137,7 @@ def test_paper_backends_are_the_gpu_tools(paper):
 
 
 def test_paper_sft_maps_onto_llamafactory(paper, tmp_path):
-    from opd.backends.llamafactory import train_yaml
+    from opd.sft.llamafactory import train_yaml
 
     _, _, cfg = paper
     y = train_yaml(cfg["sft"], "/m", tmp_path, tmp_path / "out", 0, cfg["backends"]["llamafactory"])
@@ -145,8 +146,9 @@ def test_paper_sft_maps_onto_llamafactory(paper, tmp_path):
 
 @pytest.mark.skipif(not VERL_PY.exists(), reason="verl env missing: run `make env-verl` to build .venv-verl")
 def test_paper_verl_commands_compose(paper):
-    from opd.backends.verl import is_approximate, verl_command
-    from opd.backends.verl_run import verl_paths
+    from opd.train.config import TrainConfig
+    from opd.train.verl.command import is_approximate, verl_command
+    from opd.train.verl.run import verl_paths
     from opd.config import experiment_config
 
     root, _, cfg = paper
@@ -156,11 +158,11 @@ def test_paper_verl_commands_compose(paper):
         teacher = cfg["models"][spec["teacher"]]["path"] if spec.get("teacher") else None
         paths = verl_paths(cfg["models"][spec["student"]]["path"], teacher, root / "train.parquet",
                            root / "aime24.parquet", root / "results/train" / exp)
-        argv = verl_command(exp, train | {"seed": 0}, paths, cluster)
+        argv = verl_command(exp, TrainConfig.from_dict(train | {"seed": 0}), paths, cluster)
         req = {"overrides": argv[3:], "select": ["distillation.distillation_loss.loss_mode",
                                                  "data.max_response_length", "actor_rollout_ref.actor.optim.lr",
                                                  "data.apply_chat_template_kwargs"]}
-        p = subprocess.run([str(VERL_PY), "-m", "opd.backends.verl_compose_check"], input=json.dumps(req),
+        p = subprocess.run([str(VERL_PY), str(ROOT / "tests" / "verl_compose_check.py")], input=json.dumps(req),
                            capture_output=True, text=True, timeout=300, cwd=ROOT)
         out = json.loads(p.stdout.strip().splitlines()[-1])
         assert out["ok"], (exp, out)
@@ -168,7 +170,7 @@ def test_paper_verl_commands_compose(paper):
         assert v["data.max_response_length"] == 7168 and v["actor_rollout_ref.actor.optim.lr"] == 1e-6
         if spec["method"] == "opd":
             # the paper's only_stu top-16 runs on verl through the documented approximation
-            assert is_approximate(train, cluster)
+            assert is_approximate(TrainConfig.from_dict(train), cluster)
             assert v["distillation.distillation_loss.loss_mode"] == "opd_only_stu_student_p_approx_k16"
         if spec["student"] == "qwen3_1p7b":
             assert v["data.apply_chat_template_kwargs"] == {"enable_thinking": False}

@@ -1,9 +1,10 @@
 """The tiny world's problem generator: determinism, disjoint splits, correct answers."""
 import pytest
 
-from opd.data import flat_view
-from opd.grading import is_correct, last_boxed
-from opd.problems import ProblemSpec, evaluate, make_splits, sample_problem, to_frame
+from opd.io import flat_view
+from opd.grading.extract import last_boxed
+from opd.grading.verify import is_correct
+from opd.world.problems import ProblemSpec, evaluate, make_splits, sample_problem, to_frame
 
 
 def test_seeded_and_deterministic():

@@ -13,7 +13,7 @@ import random
 import pandas as pd
 import pytest
 
-from opd.selection import n_to_keep, select_aligned
+from opd.data.selection import n_to_keep, select_aligned
 
 from conftest import SHARED_DATA, questions_frame
 
@@ -28,8 +28,8 @@ def frames():
     minerva_path = DATA / "benchmarks" / "Minerva.parquet"
     if not (path.exists() and minerva_path.exists()):
         pytest.skip(f"real datasets not found at {DATA} (../shared/data)")
-    from opd.data import flat_view
-    from opd.datasets import load_dataset, strip_instructions
+    from opd.io import flat_view
+    from opd.data.datasets import load_dataset, strip_instructions
     qs = [strip_instructions(p[0]["content"])
           for p in pd.read_parquet(path, columns=["prompt"])["prompt"]]
     qs = list(dict.fromkeys(q for q in qs if len(q) < 600))
@@ -43,7 +43,7 @@ def frames():
 
 @pytest.fixture(scope="module")
 def encoder():
-    from opd.embeddings import load_encoder
+    from opd.data.embeddings import load_encoder
     return load_encoder()
 
 

@@ -3,8 +3,8 @@ import json
 
 import pandas as pd
 
-from opd.data import write_parquet
-from opd.problems import to_frame
+from opd.io import write_parquet
+from opd.world.problems import to_frame
 from opd.stages.evaluate import EVAL_COLUMNS, eval_generate, grade
 
 
@@ -16,8 +16,8 @@ def test_eval_generate_then_grade_with_model_verifier(tiny_models, tiny_tokenize
     bench = tmp_path / "bench.parquet"
     write_parquet(to_frame(tiny_problems["eval"][:4], "eval"), bench)
     gens = tmp_path / "gens.parquet"
-    eval_generate(str(model_dir), str(bench), {"n": 3, "temperature": 0.7, "top_p": 0.95,
-                                               "max_new_tokens": 8}, seed=0, out_path=str(gens))
+    eval_generate(model=str(model_dir), benchmark=str(bench), eval={"n": 3, "temperature": 0.7, "top_p": 0.95,
+                                                                    "max_new_tokens": 8}, seed=0, generations=str(gens))
     df = pd.read_parquet(gens)
     assert list(df.columns) == list(EVAL_COLUMNS) and len(df) == 12
     assert sorted(df["sample_idx"].unique()) == [0, 1, 2]
@@ -27,8 +27,8 @@ def test_eval_generate_then_grade_with_model_verifier(tiny_models, tiny_tokenize
     df.loc[1, "response"] = "so \\boxed{x}"
     write_parquet(df, gens)
     summary, verdicts = tmp_path / "g.json", tmp_path / "v.parquet"
-    grade(str(gens), {"workers": 1, "verifier_max_new_tokens": 4}, str(summary), str(verdicts),
-          "m", "b", verifier_dir=str(model_dir))
+    grade(generations=str(gens), grading={"workers": 1, "verifier_max_new_tokens": 4}, summary=str(summary),
+          verdicts=str(verdicts), model="m", bench="b", verifier=str(model_dir))
     v = pd.read_parquet(verdicts)
     assert {"rule_correct", "judge_verdict", "correct"} <= set(v.columns)
     assert bool(v.loc[0, "rule_correct"]) and bool(v.loc[0, "correct"])

@@ -1,8 +1,8 @@
 """Tokenizer and model bootstrap of the tiny world: real tokenizers and Qwen3 models."""
 import torch
 
-from opd.generation import load_model, load_tokenizer
-from opd.tinyworld import ModelSpec, init_model
+from opd.generation.hf import load_model, load_tokenizer
+from opd.world.models import ModelSpec, init_model
 
 
 def test_tokenizer_round_trips_and_has_special_tokens(tiny_tokenizer, tiny_problems):

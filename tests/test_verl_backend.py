@@ -6,7 +6,7 @@ Pure-Python tests run in the main venv.  Tests that need verl shell out to ``.ve
 dataclasses) against verl's packaged ``ppo_trainer`` config, the registered functions run through
 verl's registries on synthetic tensors and match ``opd.objectives``, and the reward file grades.
 The approximate top-k losses (``backends.verl.teacher_topk`` > ``top_k``): ``approx_topk_details`` is
-checked against the exact ``topk_details`` in the main venv (``opd.backends.verl_ext`` imports without
+checked against the exact ``topk_details`` in the main venv (``opd.train.verl.ext`` imports without
 verl and then registers nothing), their commands compose and their names run through verl's registries.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ import pytest
 import torch
 import yaml
 
-from opd.backends.verl import (ALTERNATIVE, APPROX_TOPK_LOSSES, APPROX_TOPK_SIZES, TOPK_LOSSES,
-                               UnsupportedCombination, check_supported, is_approximate, support_table,
-                               verl_command)
-from opd.backends.verl_ext import approx_topk_details, teacher_tail_bound, topk_token_outputs
+from opd.train.config import TrainConfig
+from opd.train.verl import command
+from opd.train.verl.command import (ALTERNATIVE, APPROX_TOPK_LOSSES, APPROX_TOPK_SIZES, TOPK_LOSSES,
+                                    UnsupportedCombination, support_table)
+from opd.train.verl.ext import approx_topk_details, teacher_tail_bound, topk_token_outputs
 from opd.config import experiment_config
 from opd.objectives import STRATEGIES, WEIGHT_MODES, topk_details
 
@@ -33,10 +34,23 @@ VERL_PY = ROOT / ".venv-verl" / "bin" / "python"
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 PATHS = {"student": "/models/student", "teacher": "/models/teacher", "train_parquet": "/data/train.parquet",
          "val_parquet": "/data/val.parquet", "output_dir": "/out/opd",
-         "reward_fn_file": str(ROOT / "opd" / "backends" / "verl_reward.py")}
+         "reward_fn_file": str(ROOT / "opd" / "train" / "verl" / "reward.py")}
 
 needs_verl = pytest.mark.skipif(not VERL_PY.exists(),
                                 reason="verl env missing: run `make env-verl` to build .venv-verl")
+
+
+# The command builder takes the parsed TrainConfig; these tests write experiment configs as dicts.
+def verl_command(exp, cfg, *args):
+    return command.verl_command(exp, TrainConfig.from_dict(cfg), *args)
+
+
+def check_supported(cfg, *args):
+    return command.check_supported(TrainConfig.from_dict(cfg), *args)
+
+
+def is_approximate(cfg, *args):
+    return command.is_approximate(TrainConfig.from_dict(cfg), *args)
 
 
 def opd_cfg(**objective) -> dict:
@@ -132,7 +146,7 @@ def run_packed(v: int, body: str) -> subprocess.CompletedProcess:
 
 
 def compose(ovs: list[str], select: list[str]) -> tuple[int, dict]:
-    p = subprocess.run([str(VERL_PY), "-m", "opd.backends.verl_compose_check"], capture_output=True, text=True,
+    p = subprocess.run([str(VERL_PY), str(ROOT / "tests" / "verl_compose_check.py")], capture_output=True, text=True,
                        cwd=ROOT, timeout=300, input=json.dumps({"overrides": ovs, "select": select}))
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"no JSON from compose check: rc={p.returncode}\n{p.stdout}\n{p.stderr[-3000:]}"
@@ -259,7 +273,7 @@ def test_grpo_command():
     assert ov["data.train_batch_size"] == "16" and ov["actor_rollout_ref.actor.ppo_mini_batch_size"] == "16"
     assert ov["reward.custom_reward_function.path"] == PATHS["reward_fn_file"]
     assert ov["reward.custom_reward_function.name"] == "compute_score"
-    assert ov["actor_rollout_ref.model.external_lib"] == "opd.backends.verl_ext"
+    assert ov["actor_rollout_ref.model.external_lib"] == "opd.train.verl.ext"
     assert not any(k.startswith("distillation.") for k in ov)
     # mini_batch_size is counted in sequences natively, in prompts by verl
     cfg = grpo_cfg()
@@ -454,7 +468,7 @@ def test_invalid_key_fails_composition():
 def test_registered_functions_through_verl_registries():
     p = run_verl("""
         import importlib, json, numpy as np, torch
-        import opd.backends.verl_ext as ext
+        import opd.train.verl.ext as ext
         importlib.reload(ext); ext.register()            # importing / registering twice is fine
         from verl.trainer.ppo import core_algos
         from verl.trainer.config import AlgoConfig
@@ -495,7 +509,7 @@ def test_topk_distillation_loss_matches_native(strategy):
     """verl's full distillation path (wrapped logits processor -> registered loss -> verl's aggregation)
     on a synthetic packed micro-batch equals opd.objectives on the full teacher distribution."""
     p = run_packed(40, f"""
-        import opd.backends.verl_ext  # noqa: F401
+        import opd.train.verl.ext  # noqa: F401
         K = 6
         t_val, t_ids = T.topk(K, -1)                             # what vLLM's teacher returns
         data = batch(t_val, t_ids)
@@ -532,7 +546,7 @@ def test_approx_distillation_loss_through_verl(strategy):
     with the teacher's full distribution (K' = V) they equal opd.objectives exactly; with K' = 12 of
     V = 40 they equal approx_topk_details + the vanilla surrogate, finite, with gradient."""
     p = run_packed(40, f"""
-        import opd.backends.verl_ext as ext
+        import opd.train.verl.ext as ext
         k = 4
         res = {{}}
         for kp in (V, 12):
@@ -575,7 +589,7 @@ def test_reward_function_grades_real_responses():
         from verl.trainer.ppo.reward import get_custom_reward_fn
         from omegaconf import OmegaConf
         cfg = OmegaConf.create({"reward": {"custom_reward_function": {
-            "path": "opd/backends/verl_reward.py", "name": "compute_score"}}})
+            "path": "opd/train/verl/reward.py", "name": "compute_score"}}})
         fn = get_custom_reward_fn(cfg)                       # verl's own loader
         kw = dict(data_source="world", extra_info={"index": 0})
         out = [fn(solution_str="3 + 4 = 7, so the answer is \\\\boxed{7}.", ground_truth="7", **kw),
@@ -589,7 +603,7 @@ def test_reward_function_grades_real_responses():
 
 
 def test_reward_function_in_main_env():
-    from opd.backends.verl_reward import compute_score
+    from opd.train.verl.reward import compute_score
     assert compute_score("world", r"so \boxed{12}", "12") == 1.0
     assert compute_score("world", r"so \boxed{13}", "12", extra_info={}) == 0.0
     assert compute_score("world", "so 12", "12") == 0.0

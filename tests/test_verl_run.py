@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from opd.backends.verl_run import METRIC_NAMES, collect_checkpoints, convert_metrics, verl_paths
-from opd.data import read_jsonl
-from opd.generation import load_model, load_tokenizer
+from opd.train.verl.run import METRIC_NAMES, collect_checkpoints, convert_metrics, verl_paths
+from opd.io import read_jsonl
+from opd.generation.hf import load_model, load_tokenizer
 
 
 @pytest.fixture()
@@ -69,4 +69,4 @@ def test_metrics_are_renamed_and_one_row_per_step(tmp_path):
 def test_paths_put_verl_output_next_to_the_metrics(tmp_path):
     p = verl_paths("/s", None, "/d/train.parquet", "/d/val.parquet", tmp_path / "train" / "grpo")
     assert p["output_dir"] == str(tmp_path / "train" / "grpo" / "verl") and p["teacher"] is None
-    assert p["reward_fn_file"].endswith("opd/backends/verl_reward.py")
+    assert p["reward_fn_file"].endswith("opd/train/verl/reward.py")

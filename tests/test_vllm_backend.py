@@ -1,4 +1,4 @@
-"""The vLLM generation backend: ``opd.backends.vllm_worker`` driven by ``opd.backends.vllm_client``.
+"""The vLLM generation backend: ``opd.generation.vllm.worker`` driven by ``opd.generation.vllm.client``.
 
 Needs ``.venv-vllm/bin/python`` (``make env-vllm``); skipped without it, except the check that a
 missing python names that target. One worker (one engine start, eager mode, about 30-60 s on 2
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from opd.backends.vllm_client import VLLMWorker, VLLMWorkerError
-from opd.generation import SamplingParams, encode_prompts, generate
+from opd.generation.vllm.client import VLLMWorker, VLLMWorkerError
+from opd.generation.config import SamplingParams
+from opd.generation.hf import encode_prompts, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
@@ -28,8 +29,8 @@ MAX_NEW = 40
 def tiny_vllm_model(tiny_tokenizer, tiny_problems, tmp_path_factory):
     """(model, model dir): a tiny Qwen3 with head_dim 32, briefly trained, as a Hugging Face dir."""
     from opd.checkpoint import save_hf
-    from opd.sft import SFTConfig, encode_examples, train_sft
-    from opd.tinyworld import ModelSpec, init_model
+    from opd.sft.native import SFTConfig, encode_examples, train_sft
+    from opd.world.models import ModelSpec, init_model
     model = init_model(ModelSpec(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
                                  intermediate_size=128), tiny_tokenizer, seed=3)
     cfg = SFTConfig(lr=3e-3, steps=150, epochs=None, batch_size=16, max_len=128, seed=0)

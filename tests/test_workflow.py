@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from opd.data import read_jsonl
+from opd.io import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "config" / "config.yaml"

@@ -13,15 +13,53 @@ Typical trainer use::
 Tests: ``.venv/bin/pytest tests/test_objectives.py tests/test_chunked.py -q``.
 Memory benchmark: ``.venv/bin/python benchmarks/chunked_memory.py``.
 """
-from .advantages import (ADV_ESTIMATORS, grpo, grpo_outcome_advantage, token_reward_direct,
-                         token_reward_direct_plus_grpo)
-from .chunked import Scored, chunk_log_probs, policy_loss_backward, score_tokens
-from .config import KL_LOSS_TYPES, LOSS_AGG_MODES, STRATEGIES, WEIGHT_MODES, OPDConfig
-from .losses import (POLICY_LOSSES, TOKEN_LOSSES, agg_loss, kl_penalty, low_var_kl, register_policy_loss,
-                     token_weights, vanilla_token_loss)
-from .mechanism import entropy_from_logp, mechanism_metrics, token_mechanism_stats
-from .registry import Registry
-from .topk import LOGP_FLOOR, TopkDetails, TopkRewards, candidate_weights, topk_details, topk_rewards
+import importlib
+
+#: Public name -> the submodule that defines it (imported on first use, so that importing
+#: ``opd.objectives.config`` or ``.registry`` at DAG build loads no torch).
+_WHERE = {
+    'ADV_ESTIMATORS': 'registry',
+    'KL_LOSS_TYPES': 'config',
+    'LOGP_FLOOR': 'topk',
+    'LOSS_AGG_MODES': 'config',
+    'OPDConfig': 'config',
+    'POLICY_LOSSES': 'registry',
+    'Registry': 'registry',
+    'STRATEGIES': 'config',
+    'Scored': 'chunked',
+    'TOKEN_LOSSES': 'registry',
+    'TopkDetails': 'topk',
+    'TopkRewards': 'topk',
+    'WEIGHT_MODES': 'config',
+    'agg_loss': 'losses',
+    'candidate_weights': 'topk',
+    'chunk_log_probs': 'chunked',
+    'entropy_from_logp': 'mechanism',
+    'grpo': 'advantages',
+    'grpo_outcome_advantage': 'advantages',
+    'kl_penalty': 'losses',
+    'low_var_kl': 'losses',
+    'mechanism_metrics': 'mechanism',
+    'policy_loss_backward': 'chunked',
+    'register_policy_loss': 'losses',
+    'score_tokens': 'chunked',
+    'token_mechanism_stats': 'mechanism',
+    'token_reward_direct': 'advantages',
+    'token_reward_direct_plus_grpo': 'advantages',
+    'token_weights': 'losses',
+    'topk_details': 'topk',
+    'topk_rewards': 'topk',
+    'vanilla_token_loss': 'losses',
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'opd.objectives' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ADV_ESTIMATORS", "KL_LOSS_TYPES", "LOGP_FLOOR", "LOSS_AGG_MODES", "OPDConfig", "POLICY_LOSSES",

@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from .registry import Registry
+from .registry import ADV_ESTIMATORS  # noqa: F401  (the built-ins below are registered there by name)
 
 if TYPE_CHECKING:
     from .config import OPDConfig
 
-ADV_ESTIMATORS = Registry("advantage estimator")
 GRPO_EPS = 1e-6
 
 
@@ -63,7 +62,6 @@ def grpo_outcome_advantage(outcome: torch.Tensor, group_ids: torch.Tensor, norm_
     return adv.to(outcome.dtype if outcome.is_floating_point() else torch.float32)
 
 
-@ADV_ESTIMATORS.register("token_reward_direct")
 def token_reward_direct(rewards: torch.Tensor, valid: torch.Tensor, response_mask: torch.Tensor,
                         outcome: Optional[torch.Tensor], group_ids: Optional[torch.Tensor],
                         cfg: "OPDConfig") -> torch.Tensor:
@@ -72,7 +70,6 @@ def token_reward_direct(rewards: torch.Tensor, valid: torch.Tensor, response_mas
                        torch.zeros_like(rewards))
 
 
-@ADV_ESTIMATORS.register("grpo")
 def grpo(rewards: torch.Tensor, valid: torch.Tensor, response_mask: torch.Tensor,
          outcome: Optional[torch.Tensor], group_ids: Optional[torch.Tensor], cfg: "OPDConfig") -> torch.Tensor:
     """A[b,l,c] = grpo_outcome_advantage(outcome, group_ids)[b] * mask[b,l] * valid[b,l,c]."""
@@ -82,7 +79,6 @@ def grpo(rewards: torch.Tensor, valid: torch.Tensor, response_mask: torch.Tensor
     return a.to(rewards.dtype)[:, None, None] * _cand_mask(valid, response_mask, rewards.dtype)
 
 
-@ADV_ESTIMATORS.register("token_reward_direct_plus_grpo")
 def token_reward_direct_plus_grpo(rewards: torch.Tensor, valid: torch.Tensor, response_mask: torch.Tensor,
                                   outcome: Optional[torch.Tensor], group_ids: Optional[torch.Tensor],
                                   cfg: "OPDConfig") -> torch.Tensor:

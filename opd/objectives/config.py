@@ -63,9 +63,7 @@ class OPDConfig:
     loss_scale_factor: Optional[float] = None
 
     def __post_init__(self) -> None:
-        from . import advantages, losses  # noqa: F401  (populate the registries; lazy to avoid cycles)
-        from .advantages import ADV_ESTIMATORS
-        from .losses import POLICY_LOSSES
+        from .registry import ADV_ESTIMATORS, POLICY_LOSSES
 
         def bad(field: str, valid: str) -> ValueError:
             return ValueError(f"OPDConfig.{field}={getattr(self, field)!r} is invalid; valid: {valid}")

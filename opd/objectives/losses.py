@@ -35,13 +35,11 @@ from typing import TYPE_CHECKING, Callable, Optional
 import torch
 
 from .config import KL_LOSS_TYPES, LOSS_AGG_MODES
-from .registry import Registry
+from .registry import POLICY_LOSSES, TOKEN_LOSSES
 
 if TYPE_CHECKING:
     from .config import OPDConfig
 
-TOKEN_LOSSES = Registry("per-token policy loss")
-POLICY_LOSSES = Registry("policy loss")
 LOG_RATIO_CLAMP = 20.0
 
 
@@ -133,7 +131,6 @@ def register_policy_loss(name: str) -> Callable[[Callable], Callable]:
     return deco
 
 
-@register_policy_loss("vanilla")
 def vanilla_token_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
                        valid: torch.Tensor, cfg: "OPDConfig"):
     """PPO clipped surrogate with dual clip, summed over candidates.
@@ -159,3 +156,7 @@ def vanilla_token_loss(logp_new: torch.Tensor, logp_old: torch.Tensor, advantage
              "pg_clipfrac_lower": ((clipped > l3) & (adv < 0)).to(logp_new.dtype),
              "ppo_kl": -neg_kl.detach()}
     return per.sum(-1), stats
+
+
+#: The aggregate of ``vanilla_token_loss`` (``POLICY_LOSSES["vanilla"]``).
+vanilla_policy_loss = _make_policy_loss(vanilla_token_loss)

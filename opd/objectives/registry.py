@@ -7,10 +7,15 @@
     True
 
 Registering a name twice, or asking for a name that was never registered, raises
-``ValueError``; the latter message lists the valid names.
+``ValueError``; the latter message lists the valid names. Built-in entries are declared here
+by import path (``"module:function"``) and imported on first ``get``, so listing and checking
+names (the config check at DAG build) imports no torch. User code registers more with the
+decorators (``@ADV_ESTIMATORS.register("mine")``, ``opd.objectives.register_policy_loss``) in a
+module named under the config's ``extensions:``.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable)
@@ -25,7 +30,7 @@ class Registry:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._fns: dict[str, Callable] = {}
+        self._fns: dict[str, Callable | str] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
         """Decorator registering ``fn`` under ``name``; raises ``ValueError`` on a duplicate."""
@@ -41,12 +46,20 @@ class Registry:
 
         return deco
 
+    def register_lazy(self, name: str, path: str) -> None:
+        """Register ``name`` as the ``"module:function"`` at ``path``, imported on first ``get``."""
+        self.register(name)(path)  # type: ignore[arg-type]
+
     def get(self, name: str) -> Callable:
         """The callable registered as ``name``; ``ValueError`` listing valid names otherwise."""
         try:
-            return self._fns[name]
+            fn = self._fns[name]
         except (KeyError, TypeError):
             raise ValueError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}") from None
+        if isinstance(fn, str):
+            module, attr = fn.split(":")
+            fn = self._fns[name] = getattr(importlib.import_module(module), attr)
+        return fn
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -60,3 +73,15 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, names={self.names()})"
+
+
+#: Advantage estimators: ``fn(rewards, valid, response_mask, outcome, group_ids, cfg)``.
+ADV_ESTIMATORS = Registry("advantage estimator")
+#: Per-token policy losses and their aggregated forms (``register_policy_loss`` fills both).
+TOKEN_LOSSES = Registry("per-token policy loss")
+POLICY_LOSSES = Registry("policy loss")
+
+for _name in ("token_reward_direct", "grpo", "token_reward_direct_plus_grpo"):
+    ADV_ESTIMATORS.register_lazy(_name, f"opd.objectives.advantages:{_name}")
+TOKEN_LOSSES.register_lazy("vanilla", "opd.objectives.losses:vanilla_token_loss")
+POLICY_LOSSES.register_lazy("vanilla", "opd.objectives.losses:vanilla_policy_loss")

@@ -1,5 +1,63 @@
-"""Stage entry points: one function per workflow rule, called by the thin scripts/ files.
+"""Stage entry points: one function per workflow rule, named after it, called by keyword.
 
-Each function takes plain paths and config dicts, does the stage's I/O and calls the library.
-They can be run outside Snakemake too, e.g. ``opd.stages.world.make_problems(...)``.
+Every rule's ``script:`` is ``scripts/stage.py``, which calls ``run(snakemake)``: it looks up
+the rule's function in ``RULES``, and calls it with the rule's named inputs, outputs and params
+(and the wildcards the function names) as keywords, so a rule's keys and its function's
+parameters are the same names. ``run`` also does, once for every rule: the log file, the thread
+count, and the tool stack of the rule's ``backend`` param (passed as ``stack``).
+
+    rules/train.smk (rule train) -> opd/stages/train.py:train(student=..., prompts=..., ...)
+
+Outside Snakemake, call the functions directly, e.g. ``opd.stages.world.world_problems(...)``.
 """
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+
+#: rule name -> the module under opd.stages that defines its function (of the same name).
+RULES = {
+    "world_problems": "world", "world_tokenizer": "world", "world_model": "world",
+    "prepare_benchmark": "data", "dedup_train": "data", "select_prompts": "data",
+    "teacher_rollout": "rollout", "sft_cold_start": "sft", "train": "train",
+    "eval_generate": "evaluate", "grade": "evaluate",
+    "figures": "figures", "experiment_table": "figures",
+}
+
+
+def stage_function(rule: str):
+    """The function that runs ``rule``."""
+    if rule not in RULES:
+        raise KeyError(f"no stage function for rule {rule!r}; add it to opd.stages.RULES")
+    return getattr(importlib.import_module(f"opd.stages.{RULES[rule]}"), rule)
+
+
+def _named(items) -> dict:
+    """A Snakemake Namedlist's named entries as a plain dict (lists stay lists)."""
+    return {name: list(value) if isinstance(value, list) else value for name, value in items.items()}
+
+
+def run(smk) -> None:
+    """Run ``smk.rule``'s stage function with the job's inputs, outputs and params by keyword."""
+    from opd import backends
+    from opd.runlog import stage_logging
+
+    threads = str(smk.threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = threads
+    with stage_logging(smk.log[0] if smk.log else None):
+        fn = stage_function(smk.rule)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(threads))
+        kwargs = {**_named(smk.input), **_named(smk.output), **_named(smk.params)}
+        accepted = inspect.signature(fn).parameters
+        for k, v in smk.wildcards.items():
+            if k in accepted:
+                kwargs.setdefault(k, v)  # a named input/output/param of the same name wins
+        if "stack" in accepted:
+            stage = backends.stage_of_rule(smk.rule)
+            backend = kwargs.get("backend") or None
+            kwargs["stack"] = backends.stack_for(smk.config, stage, backend) if backend else None
+        fn(**kwargs)

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from opd.data import flat_view, read_parquet, write_json, write_parquet
-from opd.generation import SamplingParams, open_generator
+from opd.io import flat_view, read_parquet, write_json, write_parquet
+from opd.generation import open_generator
+from opd.generation.config import SamplingParams
 from opd.rollout import run_rollout
 
 
@@ -24,35 +24,33 @@ def fingerprint(teacher_dir: str, prompts_path: str, cfg: dict, seed: int,
     return h.hexdigest()[:16]
 
 
-def teacher_rollout(teacher_dir: str, prompts_path: str, cfg: dict, seed: int,
-                    out_path: str, stats_path: str, threads: int = 1,
-                    generation: dict | None = None, stack: str | None = None) -> None:
+def teacher_rollout(*, teacher: str, prompts: str, rollout: dict, seed: int, rollouts: str,
+                    stats: str, backend: dict | None = None, stack: str | None = None) -> None:
     """Roll out the teacher on the training prompts; keep accepted responses as SFT rows.
 
-    ``generation``: ``{"backend": "hf"|"vllm", "options": {...}}`` (default hf); ``stack``:
-    the vLLM stack's Python for the vllm backend.
+    ``rollout``: the config's ``rollout`` section; ``backend``: ``{"backend": <generation
+    backend>, "options": {...}}`` (default hf); ``stack``: its tool's Python. Resumable: progress
+    is kept in ``<rollouts>.progress.jsonl`` until the rollouts are written.
     """
-    torch.set_num_threads(threads)
-    problems = flat_view(read_parquet(prompts_path), prompts_path)
-    if cfg.get("prompts"):
-        problems = problems.iloc[:cfg["prompts"]].reset_index(drop=True)
-    prompts = list(problems["prompt"])
-    checkpoint = Path(str(out_path) + ".progress.jsonl")
-    with open_generator(teacher_dir, stack=stack, **(generation or {})) as gen:
+    problems = flat_view(read_parquet(prompts), prompts)
+    if rollout.get("prompts"):
+        problems = problems.iloc[:rollout["prompts"]].reset_index(drop=True)
+    chats = list(problems["prompt"])
+    checkpoint = Path(str(rollouts) + ".progress.jsonl")
+    with open_generator(teacher, stack=stack, **(backend or {})) as gen:
 
         def generate_fn(indices, attempt):
-            params = SamplingParams(n=1, temperature=cfg["temperature"], top_p=cfg["top_p"],
-                                    max_new_tokens=cfg["max_new_tokens"],
+            params = SamplingParams(n=1, temperature=rollout["temperature"], top_p=rollout["top_p"],
+                                    max_new_tokens=rollout["max_new_tokens"],
                                     seed=seed * 7919 + attempt * 104729 + indices[0],
-                                    batch_size=cfg.get("batch_size", 64))
-            return gen.generate([prompts[i] for i in indices], params,
-                                enable_thinking=cfg.get("enable_thinking"), show_progress=False)
+                                    batch_size=rollout.get("batch_size", 64))
+            return gen.generate([chats[i] for i in indices], params,
+                                enable_thinking=rollout.get("enable_thinking"), show_progress=False)
 
-        records, stats = run_rollout(generate_fn, len(prompts), cfg["n"],
-                                     cfg.get("max_attempts_per_rollout", 3), checkpoint,
-                                     batch_slots=cfg.get("batch_size", 64),
-                                     fingerprint=fingerprint(teacher_dir, prompts_path, cfg, seed,
-                                                             generation))
+        records, summary = run_rollout(generate_fn, len(chats), rollout["n"],
+                                       rollout.get("max_attempts_per_rollout", 3), checkpoint,
+                                       batch_slots=rollout.get("batch_size", 64),
+                                       fingerprint=fingerprint(teacher, prompts, rollout, seed, backend))
     rows = []
     for rec in records:
         if not rec["accepted"]:
@@ -63,11 +61,11 @@ def teacher_rollout(teacher_dir: str, prompts_path: str, cfg: dict, seed: int,
                      "response": rec["response"], "n_tokens": rec["n_tokens"],
                      "finish_reason": rec["finish_reason"], "attempts": rec["attempts"]})
     if not rows:
-        raise ValueError(f"every teacher rollout was rejected ({stats['rejections_by_reason']}); "
+        raise ValueError(f"every teacher rollout was rejected ({summary['rejections_by_reason']}); "
                          "check the teacher and raise rollout.max_new_tokens or max_attempts_per_rollout")
-    write_parquet(pd.DataFrame(rows), out_path)
-    stats.update({"prompts": len(prompts), "n": cfg["n"], "teacher": str(teacher_dir),
-                  "backend": (generation or {}).get("backend", "hf")})
-    write_json(stats, stats_path)
+    write_parquet(pd.DataFrame(rows), rollouts)
+    summary.update({"prompts": len(chats), "n": rollout["n"], "teacher": str(teacher),
+                    "backend": (backend or {}).get("backend", "hf")})
+    write_json(summary, stats)
     checkpoint.unlink()
-    print(f"rollout: {stats['accepted']} of {stats['slots']} slots accepted -> {out_path}")
+    print(f"rollout: {summary['accepted']} of {summary['slots']} slots accepted -> {rollouts}")

@@ -1,0 +1,2 @@
+"""Data preparation: dataset adapters (``datasets``), dedup against benchmarks (``dedup``),
+sentence embeddings (``embeddings``) and teacher-aligned prompt selection (``selection``)."""

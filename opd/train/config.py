@@ -1,0 +1,61 @@
+"""``TrainConfig``: every knob of one on-policy run (OPD or GRPO), for any trainer. No torch.
+
+The stage parses an experiment's resolved config once (``TrainConfig.from_dict``) and hands the
+typed object to the native trainer (``opd.train.native``) or to verl's command builder
+(``opd.train.verl.command``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from opd.objectives.config import OPDConfig
+from opd.options import from_options
+
+METHODS = ("opd", "grpo")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one on-policy run; ``objective`` holds the OPD/GRPO loss knobs."""
+
+    method: str = "opd"
+    steps: int = 20
+    prompts_per_step: int = 16
+    n_samples: int = 4
+    max_new_tokens: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    mini_batch_size: int | None = None
+    micro_batch_size: int = 32
+    ppo_epochs: int = 1
+    save_every: int = 10
+    seed: int = 0
+    enable_thinking: bool | None = None  # chat-template switch for the student's prompts (Qwen3)
+    objective: OPDConfig = field(default_factory=OPDConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        objective = OPDConfig.from_dict(d.pop("objective", {}) or {})
+        return from_options(cls, d | {"objective": objective}, "training")
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method == "grpo" and self.objective.adv_estimator != "grpo":
+            self.objective = replace(self.objective, adv_estimator="grpo", top_k=0)
+        for name in ("steps", "prompts_per_step", "n_samples", "max_new_tokens", "micro_batch_size",
+                     "ppo_epochs", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.method == "grpo" and self.n_samples < 2:
+            raise ValueError("grpo needs n_samples >= 2 to normalise rewards within a group")
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps at which a checkpoint is saved: every ``save_every`` and the last one."""
+        steps = list(range(self.save_every, self.steps + 1, self.save_every))
+        if not steps or steps[-1] != self.steps:
+            steps.append(self.steps)
+        return steps

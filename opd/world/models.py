@@ -1,0 +1,104 @@
+"""Bootstrap of the tiny world's tokenizer and models, built locally with nothing downloaded.
+
+- ``train_tokenizer``: a byte-level BPE tokenizer trained with the ``tokenizers`` library on the
+  problem corpus (digits split one per token), saved as a Hugging Face tokenizer with eos
+  (``<|im_end|>``) and pad (``<|endoftext|>``) tokens and a ChatML chat template.
+- ``init_model``: a randomly initialised Qwen3 causal LM of a configured size. The rules then
+  pretrain it from scratch on reference solutions with the native SFT loop (``opd.sft.native``); the
+  teacher is larger and trained longer than the student, so it is the stronger model.
+
+Run through the workflow (``snakemake results/world/tokenizer``), or from Python::
+
+    tok = train_tokenizer(texts, vocab_size=384)
+    model = init_model(ModelSpec(hidden_size=96, num_layers=3), tok)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+from opd.options import from_options
+
+PAD, EOS, IM_START = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
+SPECIAL_TOKENS = [PAD, IM_START, EOS, "<think>", "</think>"]
+
+# ChatML, as Qwen models use it. ``enable_thinking=False`` inserts an empty think block like
+# Qwen3's own template, so the rollout code can toggle thinking the same way for tiny and real
+# tokenizers.
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}"
+)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, chat_template=CHATML_TEMPLATE,
+        padding_side="left", model_max_length=2048)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Size of a tiny Qwen3 model."""
+
+    hidden_size: int = 96
+    num_layers: int = 3
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 256
+    max_position_embeddings: int = 256
+    tie_word_embeddings: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return from_options(cls, d, "model size")
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads "
+                             f"{self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads "
+                             f"{self.num_kv_heads}")
+
+
+def init_model(spec: ModelSpec, tokenizer, seed: int = 0) -> Qwen3ForCausalLM:
+    """A randomly initialised Qwen3 causal LM sized by ``spec`` for ``tokenizer``'s vocabulary."""
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        head_dim=spec.hidden_size // spec.num_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        rope_theta=10000.0,
+    )
+    return Qwen3ForCausalLM(config)
