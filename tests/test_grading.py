@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 
-from opd.grading import extract, verify
+from opd.grading import extract, numeric, verify
 from opd.grading import pool as grading_pool
 from opd.grading.extract import last_boxed, unbox
 from opd.grading.metrics import summarize
@@ -52,8 +52,23 @@ def _box(answer: str) -> str:
     (r"\boxed{}", ""),
     ("no box here, the answer is 5", None),
     (r"\boxed{3} and then \boxed{\frac{", None),   # last box never closes: no answer
-    (r"\boxed 5", None),                           # no brace: not a box
+    (r"\boxed 5", "5"),                            # no brace: one token (issue 11, item 3)
     (r"\boxed{\boxed{5}}", "5"),
+    (r"First \boxed{3}. Final: \boxed 5", "5"),     # the last box, braced or not
+    (r"First \boxed 3. Final: \boxed{5}", "5"),
+    (r"\boxed{3} then \boxed 5 and \boxed{4}", "4"),
+    (r"\boxed5", "5"),                             # a control word ends at a non-letter
+    (r"\fbox 7", "7"),
+    (r"\boxed -3$.", "-3"),                        # the token stops at $
+    (r"\boxed 12, so we are done", "12"),          # ... at whitespace; a trailing comma goes
+    (r"\[\boxed 5\]", "5"),                        # ... at the end of display math
+    (r"\text{is \boxed 5}", "5"),                  # ... at an unmatched closing brace
+    (r"\boxed 5\\ next line", "5"),                # ... at a LaTeX line break
+    (r"\boxed \frac{1}{2}.", r"\frac{1}{2}."),      # braces inside the token are kept whole
+    (r"\boxed \frac{1}{2", None),                   # ... and must close
+    (r"\boxed{3} and finally \boxed", None),        # nothing after the last box
+    ("\\boxed\n5", None),                          # ... on its line
+    (r"\boxedx 5", None),                           # another command, not a box
 ])
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
@@ -128,6 +143,15 @@ TRICKY = [
      r"\begin{pmatrix} -1/3 \\ 2/3 \\ 5/3 \end{pmatrix}", True),
     (r"\boxed{\begin{pmatrix} \frac13 \\ \frac23 \\ \frac53 \end{pmatrix}}",
      r"\begin{pmatrix} -1/3 \\ 2/3 \\ 5/3 \end{pmatrix}", False),
+    # issue 11, items 1-3
+    (r"\boxed{\frac{1}{2^{98}}}", r"\frac{1}{2^{99}}", False),  # distinct small numbers
+    (r"\boxed{0.0000012}", "0.000001", False),
+    (r"\boxed{0.5}", r"\frac12", True),                          # equivalences kept
+    (r"\boxed{28\%}", "28", True),
+    (r"\boxed{115,000}", "115000", True),
+    (r"\boxed{0 < x < 12.5}", "(0, 12.5)", True),                # relation vs interval
+    (r"First \boxed{3}. Final: \boxed 5", "5", True),             # brace-less last box
+    (r"First \boxed{3}. Final: \boxed 5", "3", False),
 ]
 
 
@@ -141,6 +165,127 @@ def test_is_correct_never_raises_on_odd_input():
     assert is_correct(r"\boxed{5}", 5) is True  # type: ignore[arg-type]
     assert is_correct(r"\boxed{5}", None) is False  # type: ignore[arg-type]
     assert is_correct("", "") is False
+
+
+# Distinct small numbers (issue 11, item 1): every kind of place where math-verify compares
+# numbers with its absolute tolerance, and the equivalences that must stay (hand-decided).
+SCALE = [
+    (r"\frac{1}{2^{98}}", r"\frac{1}{2^{99}}", False),   # exact rationals: exactly
+    (r"2^{-98}", r"\frac{1}{2^{98}}", True),
+    (r"\frac{1}{2^{98}}", "0", False),
+    ("0.0000012", "0.000001", False),                    # plain decimals: exactly
+    ("1.0000001", "1", False),
+    ("0.000001", "0.0000010", True),
+    (r"1.2 \times 10^{-6}", "0.000001", False),          # scientific notation
+    (r"1.2 \times 10^{-6}", r"\frac{6}{5000000}", True),
+    ("0.0000012", r"\frac{3}{2500000}", True),
+    ("(0.0000012, 1)", "(0.000001, 1)", False),           # interval / tuple endpoints
+    ("[0.0000012, 1]", "[0.000001, 1]", False),
+    (r"\{0.0000012, 3\}", r"\{3, 0.000001\}", False),     # set elements
+    (r"\{0.000001, 3\}", r"\{3, 0.000001\}", True),
+    (r"\begin{pmatrix} 0.0000012 \\ 1 \end{pmatrix}",    # matrix elements
+     r"\begin{pmatrix} 0.000001 \\ 1 \end{pmatrix}", False),
+    (r"\begin{pmatrix} 0.5 \\ 1 \end{pmatrix}", r"\begin{pmatrix} \frac12 \\ 1 \end{pmatrix}", True),
+    ("x=0.0000012", "0.000001", False),                  # assignment
+    (r"0.0000012\%", r"0.000001\%", False),              # percentages
+    (r"e^{-40}", r"e^{-41}", False),                     # exact irrationals: effectively exactly
+    (r"\pi + 10^{-20}", r"\pi", False),
+    (r"x + \pi + 10^{-20}", r"x + \pi", False),           # with a free symbol
+    (r"x + 0.5", r"x + \frac12", True),
+    ("0.000333", r"\frac{1}{3000}", False),              # a rounded decimal needs 6 digits
+    ("0.012346", r"\frac{1}{81}", False),
+    ("0.0123457", r"\frac{1}{81}", True),
+    ("0.1250001", r"\frac18", False),                    # ... and must be correctly rounded
+    ("0.333333", r"\frac13", True),
+    ("0.3333333", r"\frac13", True),
+    ("0.33", r"\frac13", False),
+    (r"\sqrt{2}", "1.414214", True),
+    ("1.414214", r"\sqrt{2}", True),
+    ("3.141593", r"\pi", True),
+    ("0.7071068", r"\frac{\sqrt{2}}{2}", True),
+    (r"\frac12", "0.5", True),
+    ("0.28", r"28\%", True),
+    (r"50\%", r"\frac12", True),
+    ("0.1+0.2", "0.3", True),
+    ("204.0", "204", True),
+]
+
+
+@pytest.mark.parametrize("answer,gt,expected", SCALE)
+def test_numbers_agree_at_their_scale(answer, gt, expected):
+    assert is_correct(_box(answer), gt) is expected
+
+
+def test_numbers_agree_pure():
+    from sympy import Float, Integer, Mul, Rational, Symbol, UnevaluatedExpr, pi, sqrt
+
+    pct = lambda v: Mul(v, UnevaluatedExpr(Rational(1, 100)), evaluate=False)  # noqa: E731
+    assert numeric.numbers_agree(Float("0.0000012"), Float("0.000001")) is False
+    assert numeric.numbers_agree(Rational(1, 2 ** 98), Rational(1, 2 ** 99)) is False
+    assert numeric.numbers_agree(Float("0.5"), Rational(1, 2)) is True
+    assert numeric.numbers_agree(Float("0.333333"), Rational(1, 3)) is True
+    assert numeric.numbers_agree(Float("0.000333"), Rational(1, 3000)) is False
+    assert numeric.numbers_agree(sqrt(2), Float("1.414214")) is True
+    assert numeric.numbers_agree(sqrt(2), Float("1.414213")) is False
+    assert numeric.numbers_agree(pi, pi + Rational(1, 10 ** 20)) is False
+    assert numeric.numbers_agree(pct(Integer(28)), Integer(28)) is True
+    assert numeric.numbers_agree(pct(Integer(28)), Float("0.28")) is True
+    assert numeric.numbers_agree(pct(Integer(28)), Float("0.29")) is False
+    x = Symbol("x")
+    assert numeric.numbers_agree(x / 2 ** 98, x / 2 ** 99) is False
+    assert numeric.numbers_agree(x + Float("0.5"), x + Rational(1, 2)) is True
+    assert numeric.numbers_agree(Integer(0), Integer(0)) is True
+
+
+def test_numeric_install_is_idempotent():
+    from math_verify import grader
+
+    numeric.install()
+    wrapped = grader.sympy_numeric_eq
+    numeric.install()
+    assert grader.sympy_numeric_eq is wrapped and wrapped._opd_relative
+
+
+# Relations and intervals compare in either order (issue 11, item 2).
+RELATIONS = [
+    ("0 < x < 12.5", "(0, 12.5)", True),
+    ("(0, 12.5)", "0 < x < 12.5", True),
+    ("12.5 > x > 0", "(0, 12.5)", True),
+    (r"x \ge 3", r"[3, \infty)", True),
+    (r"[3, \infty)", r"x \ge 3", True),
+    (r"x > 0", r"(0, \infty)", True),
+    (r"0 \le x < 12.5", "(0, 12.5)", False),
+    ("(0, 12.5)", r"0 \le x < 12.5", False),
+    (r"x > 0", r"[0, \infty)", False),
+    (r"[0, \infty)", "x > 0", False),
+    ("0 < x < 12", "(0, 12.5)", False),
+]
+
+
+@pytest.mark.parametrize("answer,gt,expected", RELATIONS)
+def test_relations_and_intervals_are_symmetric(answer, gt, expected):
+    assert is_correct(_box(answer), gt) is expected
+
+
+def test_fast_path_decimals_agree_with_workers():
+    numbers = ["0.0000012", "0.000001", "0.0000010", "1.0000001", "1", "1.0", "0.5", ".5",
+               "-0.000001", "12.5", "12.50"]
+    pairs = [(a, g) for a in numbers for g in numbers]
+    decided = [(a, g, verify._fast_verdict(a, g)) for a, g in pairs]
+    assert all(v is not None for _, _, v in decided)    # two plain decimals: always decided
+    assert verify._fast_verdict("0.0000012", "0.000001") is False
+    with GraderPool(workers=2) as pool:
+        slow = pool.run(pairs)
+    assert [(a, g, v) for (a, g, v), (ok, _) in zip(decided, slow) if ok != v] == []
+
+
+def test_braceless_box_through_grade():
+    responses = [r"First \boxed{3}. Final: \boxed 5", r"\boxed 5.", r"\boxed{}", r"\boxed",
+                 r"\boxed{5} then \boxed 6"]
+    verdicts = grade(responses, ["5"] * len(responses), progress=False)
+    assert [v["correct"] for v in verdicts] == [True, True, False, False, False]
+    assert [v["format_error"] for v in verdicts] == [False, False, True, True, False]
+    assert [v["extracted"] for v in verdicts] == ["5", "5.", "", None, "6"]
 
 
 PATHOLOGICAL = [

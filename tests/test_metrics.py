@@ -1,9 +1,11 @@
-"""pass@k and distinct-n-gram on hand-computed numbers."""
+"""pass@k and distinct-n-gram on hand-computed numbers; strict verdict columns of summarize."""
 from math import comb
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from opd.grading.metrics import distinct_ngram, pass_at_k
+from opd.grading.metrics import distinct_ngram, pass_at_k, summarize
 
 
 @pytest.mark.parametrize("n,c,k,expected", [
@@ -60,3 +62,43 @@ def test_distinct_ngram_hand_built():
 def test_distinct_ngram_rejects_bad_n():
     with pytest.raises(ValueError):
         distinct_ngram(["a b"], n=0)
+
+
+# --------------------------------------------------------------------------- summarize verdicts
+# (issue 11, item 4): verdict columns must hold real booleans; nothing is coerced.
+
+
+def _verdicts(correct, format_error=None) -> pd.DataFrame:
+    n = len(correct)
+    return pd.DataFrame({"problem_id": ["p1"] * n, "sample_idx": range(n),
+                         "response": ["a b c d"] * n, "correct": correct,
+                         "format_error": [False] * n if format_error is None else format_error,
+                         "n_tokens": [10] * n})
+
+
+def test_summarize_one_correct_in_four():
+    assert summarize(_verdicts([True, False, False, False]))["mean_score"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("column", [
+    pd.Series([True, False, False, False]),
+    pd.Series([True, np.bool_(False), False, False], dtype=object),
+    pd.Series([True, False, False, False], dtype="boolean"),
+])
+def test_summarize_accepts_real_booleans(column):
+    assert summarize(_verdicts(column))["mean_score"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("column,shown", [
+    (["True", "False", "False", "False"], "'False'"),      # strings are not booleans
+    ([True, False, np.nan, False], "nan"),                  # NaN is not wrong, nor right
+    ([True, False, None, False], "None"),
+    ([1, 0, 0, 0], "1"),                                    # numbers are not mapped either
+    (pd.Series([True, None, False, False], dtype="boolean"), "<NA>"),
+])
+def test_summarize_rejects_non_booleans(column, shown):
+    with pytest.raises(ValueError, match="'correct'") as err:
+        summarize(_verdicts(column))
+    assert shown in str(err.value)
+    with pytest.raises(ValueError, match="'format_error'"):
+        summarize(_verdicts([True, False, False, False], format_error=column))

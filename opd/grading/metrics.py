@@ -51,6 +51,31 @@ def distinct_ngram(texts: Iterable[str], n: int = 4) -> float:
 
 
 SUMMARY_COLUMNS = ("problem_id", "sample_idx", "response", "correct", "format_error", "n_tokens")
+BOOL_COLUMNS = ("correct", "format_error")
+
+
+def strict_bool(column, name: str):
+    """``column`` (a pandas Series) as a numpy-bool Series, accepting only real booleans.
+
+    Accepted: a bool dtype (numpy ``bool`` or pandas ``boolean`` without missing values), or an
+    object column whose every value is a Python or numpy bool. Nothing is mapped: the strings
+    ``"False"``/``"True"``, 0/1, None and NaN raise ``ValueError`` naming the column ``name``,
+    the number of bad rows and up to five distinct bad values.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(column.dtype) and not column.dtype == object:
+        bad = column[column.isna()]
+    else:
+        bad = column[[not isinstance(v, (bool, np.bool_)) for v in column]]
+    if len(bad):
+        examples = list(dict.fromkeys(repr(v) for v in bad))[:5]
+        raise ValueError(f"summarize: column {name!r} must hold booleans (True/False), but "
+                         f"{len(bad)} of {len(column)} value(s) are not, e.g. "
+                         f"{', '.join(examples)} (dtype {column.dtype}); write the verdicts "
+                         "as bool, not as strings or numbers")
+    return column.astype(bool)
 
 
 def summarize(verdicts) -> dict:
@@ -61,14 +86,15 @@ def summarize(verdicts) -> dict:
     (pass@n), ``solve_none``, ``solve_all``, ``avg_output_length``, ``format_error_rollouts``
     (count), ``format_error_rate``, ``distinct_4gram``, and ``pass@k`` for k = 1, 2, 4, ...
     up to ``n_samples`` plus ``n_samples`` itself (unbiased, each problem with its own n).
+    Raises ``ValueError`` for a missing column, no rows, or a ``correct``/``format_error``
+    column that holds anything but booleans (``strict_bool``).
     """
     missing = [c for c in SUMMARY_COLUMNS if c not in verdicts.columns]
     if missing:
         raise ValueError(f"summarize: missing column(s) {missing}; need {list(SUMMARY_COLUMNS)}")
     if len(verdicts) == 0:
         raise ValueError("summarize: no rows")
-    df = verdicts.assign(correct=verdicts["correct"].astype(bool),
-                         format_error=verdicts["format_error"].astype(bool))
+    df = verdicts.assign(**{c: strict_bool(verdicts[c], c) for c in BOOL_COLUMNS})
     per = df.groupby("problem_id", sort=False)["correct"].agg(["size", "sum", "mean"])
     n = int(per["size"].min())
     ks = sorted({2 ** e for e in range(n.bit_length()) if 2 ** e <= n} | {n})

@@ -52,9 +52,15 @@ def _parse_gold(gt: str):
 
 
 def _mv_equal(answer: str, gt: str) -> bool:
+    """math-verify's verdict, with two corrections: numbers must also agree at their own scale
+    (``opd.grading.numeric``, installed on first call), and a relation compares with a set on
+    either side (``0 < x < 12.5`` vs ``(0, 12.5)``, not only the gold one)."""
     from math_verify import parse, verify
+    from opd.grading.numeric import install
+    install()
     pred = parse("\\boxed{" + answer + "}", parsing_timeout=None)
-    return bool(verify(_parse_gold(gt), pred, timeout_seconds=None))
+    return bool(verify(_parse_gold(gt), pred, timeout_seconds=None,
+                       allow_set_relation_comp=True))
 
 
 def _timed_equal(answer: str, gt: str, timeout_s: float) -> tuple[bool, bool]:
@@ -111,6 +117,8 @@ def _serve(memory_bytes: int) -> None:
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     import warnings
     warnings.simplefilter("ignore")
+    from opd.grading.numeric import install
+    install()  # here, not only in _mv_equal: an unsupported math-verify must fail loudly
     _timed_equal("\\frac{1}{2}", "0.5", STARTUP_TIMEOUT_S)  # imports sympy, builds grammars
     try:
         _send(proto_out, ("ready", os.getpid()))
@@ -286,3 +294,15 @@ def shared_verdict(answer: str, gt: str) -> bool:
         if _shared_pool is None:
             _shared_pool = GraderPool(workers=1, timeout_s=DEFAULT_TIMEOUT_S)
         return _shared_pool.run([(answer, gt)])[0][0]
+
+
+def start_shared() -> None:
+    """Start ``shared_verdict``'s worker now, without waiting for it.
+
+    The worker imports math-verify (about half a second) in the background, so a trainer that
+    calls this when it starts does not stall in the middle of its first step. Idempotent.
+    """
+    global _shared_pool
+    with _shared_lock:
+        if _shared_pool is None:
+            _shared_pool = GraderPool(workers=1, timeout_s=DEFAULT_TIMEOUT_S)

@@ -1,10 +1,13 @@
 r"""Grade model responses with the paper's protocol: last ``\boxed{}`` + math-verify.
 
-Per response: extract the last box (``opd.grading.extract``); no box, or an empty one, is a
-format error. A fast path in this process decides what math-verify would decide the same way
-(equal spellings, two plain numbers); everything else goes to math-verify in a bounded worker
-(``opd.grading.pool``). An answer longer than ``MAX_ANSWER_CHARS`` (or twice the ground truth),
-or nested deeper than ``MAX_NESTING``, is wrong without parsing.
+Per response: extract the last box, braced or not (``opd.grading.extract``); no box, or an
+empty one, is a format error. A fast path in this process decides what the workers would decide
+the same way (equal spellings; two plain decimals, compared exactly); everything else goes to
+math-verify in a bounded worker (``opd.grading.pool``), where numbers must also agree at their
+own scale (``opd.grading.numeric``: ``0.0000012`` is not ``0.000001``) and a relation matches
+an interval on either side (``0 < x < 12.5`` vs ``(0, 12.5)``). An answer longer than
+``MAX_ANSWER_CHARS`` (or twice the ground truth), or nested deeper than ``MAX_NESTING``, is wrong
+without parsing.
 
     is_correct(response, "\\boxed{204}")           # one item; never raises; bounded time
     verdicts = grade(responses, ground_truths)      # list of dicts, process pool, tqdm bar
@@ -26,7 +29,6 @@ MAX_NESTING = 30             # so are answers with brackets nested deeper than t
 
 _CMD_SPACE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
-_INTEGER = re.compile(r"[+-]?\d+")
 _BRACKET = re.compile(r"[{(\[]|[})\]]")
 
 
@@ -55,13 +57,10 @@ def _fast_verdict(answer: str, gt: str) -> bool | None:
     if a and a == g:
         return True
     if _NUMBER.fullmatch(a) and _NUMBER.fullmatch(g):
-        try:
-            if Decimal(a) == Decimal(g):
-                return True
+        try:  # two plain decimals: exactly equal or not (as opd.grading.numeric decides)
+            return Decimal(a) == Decimal(g)
         except InvalidOperation:
             return None
-        if _INTEGER.fullmatch(a) and _INTEGER.fullmatch(g):
-            return False
     return None
 
 
