@@ -1,17 +1,25 @@
 """Teacher rollout with rejection sampling, streamed to a checkpoint so a killed job resumes.
 
 Every (prompt, sample) slot is generated, checked by ``reject_reason`` and retried up to
-``max_attempts`` times. A response is rejected when it has
+``max_attempts`` times. A response is rejected when
 
-- no ``\\boxed{}`` (``no_boxed``);
+- it was cut at the token budget (``finish_reason == "length"``, ``truncated``): SFT would
+  append an end-of-sequence token at the cut and teach the student to stop mid-sentence;
+- the grader finds no answer in it (``no_boxed``): ``opd.grading.extract.answer_of``, the
+  grader's own extraction, gives no answer (no box, a last box that never closes, an empty
+  box), so the filter and ``is_correct`` agree on what an answer is (``\\fbox{5}`` counts);
+
+or it has
+
 - a line of at least 20 characters repeated 5 or more times (``repeated_line``);
 - a 100-character substring occurring 3 or more times (``repeated_substring``);
 - in a long text (``long_text_chars``, default 500 characters or more), a 50-character block
   repeated 3 times in a row (``repeated_block``).
 
 Each finished slot (accepted, or rejected on its last attempt) is appended as one JSON line to
-the checkpoint file and flushed; the first line is a header with a fingerprint of the inputs, so
-a checkpoint left by a run with another teacher, prompt set or settings is discarded. A rerun reads the checkpoint, skips finished slots and never
+the checkpoint file and flushed; the first line is a header with a fingerprint of the inputs and
+the filter's version (``FILTER_VERSION``), so a checkpoint left by a run with another teacher,
+prompt set, settings or rejection rules is discarded. A rerun reads the checkpoint, skips finished slots and never
 writes a slot twice; only when all slots are done is the parquet written (atomically) and the
 checkpoint removed. Sampling after a resume draws fresh random numbers, so a resumed run is a
 valid but not bit-identical sample of an uninterrupted one.
@@ -27,10 +35,12 @@ from typing import Callable
 
 import numpy as np
 
-from opd.io import read_jsonl
+from opd.grading.extract import answer_of
+from opd.io import atomic_path, read_jsonl
 from opd.runlog import progress
 
-REASONS = ("no_boxed", "repeated_line", "repeated_substring", "repeated_block")
+FILTER_VERSION = 2  # raise when the rejection rules change: older checkpoints are then discarded
+REASONS = ("truncated", "no_boxed", "repeated_line", "repeated_substring", "repeated_block")
 
 
 def has_repeated_line(text: str, min_chars: int = 20, min_count: int = 5) -> bool:
@@ -71,9 +81,17 @@ def has_repeated_block(text: str, block: int = 50, repeats: int = 3) -> bool:
     return False
 
 
-def reject_reason(text: str, long_text_chars: int = 500) -> str | None:
-    """The first rejection reason that applies to ``text``, or ``None`` to keep it."""
-    if "\\boxed{" not in text:
+def reject_reason(text: str, long_text_chars: int = 500,
+                  finish_reason: str | None = None) -> str | None:
+    """The first rejection reason (in ``REASONS`` order) that applies, or ``None`` to keep it.
+
+    ``text``: the decoded response; ``finish_reason``: the generator row's (``"stop"`` or
+    ``"length"``; ``"length"`` -> ``truncated``). ``no_boxed`` exactly when the grader's
+    ``answer_of(text)`` has no cleaned answer.
+    """
+    if finish_reason == "length":
+        return "truncated"
+    if answer_of(text)[1] is None:
         return "no_boxed"
     if has_repeated_line(text):
         return "repeated_line"
@@ -99,7 +117,7 @@ def run_rollout(generate_fn: GenerateFn, n_prompts: int, n: int, max_attempts: i
     """
     checkpoint = Path(checkpoint)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    header = {"fingerprint": fingerprint, "n_prompts": n_prompts, "n": n}
+    header = {"fingerprint": fingerprint, "n_prompts": n_prompts, "n": n, "filter": FILTER_VERSION}
     lines = read_jsonl(checkpoint)
     if lines and lines[0] != header:
         print(f"discarding stale rollout checkpoint {checkpoint} (inputs changed)")
@@ -123,7 +141,7 @@ def run_rollout(generate_fn: GenerateFn, n_prompts: int, n: int, max_attempts: i
             outs = generate_fn([p for p, _ in todo], attempt)
             retry = []
             for slot, out in zip(todo, outs):
-                reason = reject_reason(out["response"], long_text_chars)
+                reason = reject_reason(out["response"], long_text_chars, out["finish_reason"])
                 attempts_left[slot] -= 1
                 if reason is None or attempts_left[slot] == 0:
                     if reason is not None:
@@ -163,6 +181,6 @@ def rollout_stats(records: list[dict], resumed: int = 0) -> dict:
 
 
 def _rewrite(path: Path, records) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
+    """Replace the checkpoint file atomically (a temporary sibling that ``opd.io`` cleans up)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))

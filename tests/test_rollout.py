@@ -6,8 +6,11 @@ import sys
 import time
 
 
-from opd.rollout import (has_repeated_block, has_repeated_line, has_repeated_substring,
-                         reject_reason, run_rollout)
+import pytest
+
+from opd.grading.extract import answer_of
+from opd.rollout import (REASONS, has_repeated_block, has_repeated_line, has_repeated_substring,
+                         reject_reason, rollout_stats, run_rollout)
 
 GOOD = "3 + 4 = 7. 7 - 2 = 5. The answer is \\boxed{5}."
 
@@ -18,7 +21,40 @@ def test_keeps_a_clean_answer():
 
 def test_no_box_is_rejected():
     assert reject_reason("3 + 4 = 7. The answer is 7.") == "no_boxed"
-    assert reject_reason("The answer is \\boxed 7") == "no_boxed"
+
+
+def test_a_box_that_never_closes_is_rejected():
+    # issue 11.5: a box that never closes is no answer to the grader, so none to the filter
+    assert reject_reason(r"so the answer is \boxed{12") == "no_boxed"
+    assert reject_reason(r"first \boxed{3}, then \boxed{\frac{1}{2}") == "no_boxed"  # the last box counts
+    assert reject_reason(r"so the answer is \boxed{}") == "no_boxed"  # empty: a format error
+
+
+def test_an_fbox_answer_the_grader_accepts_is_kept():
+    from opd.grading.verify import is_correct
+    assert is_correct(r"Thus \fbox{5}.", "5")
+    assert reject_reason(r"Thus \fbox{5}.") is None
+    assert reject_reason(r"Thus \boxed {5}.") is None
+
+
+# texts on which the grader's extraction decides; the filter must say the same whatever it says
+EXTRACTION_CASES = [
+    r"The answer is \boxed{7}.", r"The answer is \boxed 7", r"First \boxed{3}. Final: \boxed 5",
+    r"so \boxed{12", r"\boxed{}", r"\fbox{x^2}", r"\boxed{\frac{1}{2}}", r"$\boxed{\$}$",
+    r"\boxed{ . }", "no box at all", r"\boxed{1} then \boxed{",
+]
+
+
+@pytest.mark.parametrize("text", EXTRACTION_CASES)
+def test_filter_and_grader_agree_on_what_an_answer_is(text):
+    assert (reject_reason(text) == "no_boxed") == (answer_of(text)[1] is None)
+
+
+def test_a_response_cut_at_the_token_budget_is_rejected():
+    assert reject_reason(GOOD, finish_reason="length") == "truncated"
+    assert reject_reason(GOOD, finish_reason="stop") is None
+    assert reject_reason("3 + 4 = 7. 7 -", finish_reason="length") == "truncated"
+    assert REASONS[0] == "truncated"  # the cause is named, not the missing box it leads to
 
 
 def test_repeated_line_threshold():
@@ -70,7 +106,26 @@ def test_retries_until_accepted_and_counts_reasons(tmp_path):
     assert [r["accepted"] for r in records] == [True, False, True]
     assert [r["attempts"] for r in records] == [3, 3, 1]
     assert stats["rejections_by_reason"]["no_boxed"] == 2 + 3
+    assert stats["rejections_by_reason"]["truncated"] == 0
     assert stats["accepted"] == 2 and stats["failed_slots"] == 1
+
+
+def test_truncated_responses_are_retried_and_counted(tmp_path):
+    """The generator row's finish_reason decides: a complete-looking answer cut at the budget is
+    not accepted; stats.json's rejections_by_reason counts it under ``truncated``."""
+
+    def gen(indices, attempt):
+        # prompt 0 is cut on its first attempt, prompt 1 on every attempt
+        return [{"response": GOOD, "n_tokens": 64,
+                 "finish_reason": "length" if (i == 1 or attempt == 1) else "stop"} for i in indices]
+
+    records, stats = run_rollout(gen, n_prompts=2, n=1, max_attempts=2, checkpoint=tmp_path / "c.jsonl")
+    assert [r["accepted"] for r in records] == [True, False]
+    assert [r["rejections"] for r in records] == [["truncated"], ["truncated", "truncated"]]
+    assert records[0]["finish_reason"] == "stop"
+    assert stats["rejections_by_reason"] == {"truncated": 3, "no_boxed": 0, "repeated_line": 0,
+                                             "repeated_substring": 0, "repeated_block": 0}
+    assert rollout_stats(records)["rejections_by_reason"]["truncated"] == 3
 
 
 SCRIPT = """

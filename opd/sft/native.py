@@ -21,11 +21,19 @@ from opd.runlog import MetricsWriter, progress
 IGNORE = -100
 
 
-def encode_examples(tokenizer, prompts: list[list[dict]], responses: list[str],
-                    max_len: int, enable_thinking: bool | None = None) -> list[tuple[list[int], list[int]]]:
-    """Token ids and labels per example; labels are ``-100`` on the prompt (chat template)."""
+def fit_examples(tokenizer, prompts: list[list[dict]], responses: list[str], max_len: int,
+                 enable_thinking: bool | None = None) -> tuple[list[tuple[list[int], list[int]]], dict]:
+    """Token ids and labels per example, cut to ``max_len`` tokens, and what the cut cost.
+
+    Labels are ``-100`` on the prompt (chat template); the response ends with the eos token.
+    Returns ``(examples, counts)``; ``counts``: ``total`` examples given, ``kept``, ``truncated``
+    (kept, but prompt + response + eos longer than ``max_len``: the tail, eos included, is
+    cut) and ``dropped`` (not one response token within ``max_len``). Raises ``ValueError``
+    when every example is dropped.
+    """
     kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
     out = []
+    truncated = dropped = 0
     for messages, response in zip(prompts, responses):
         prompt_ids = tokenizer.apply_chat_template(
             list(messages), tokenize=True, add_generation_prompt=True, return_dict=False, **kwargs)
@@ -34,11 +42,32 @@ def encode_examples(tokenizer, prompts: list[list[dict]], responses: list[str],
         resp_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = (list(prompt_ids) + resp_ids)[:max_len]
         labels = ([IGNORE] * len(prompt_ids) + resp_ids)[:max_len]
-        if any(l != IGNORE for l in labels):
-            out.append((ids, labels))
+        if len(prompt_ids) >= max_len:
+            dropped += 1
+            continue
+        truncated += len(prompt_ids) + len(resp_ids) > max_len
+        out.append((ids, labels))
+    counts = {"total": len(out) + dropped, "kept": len(out), "truncated": truncated,
+              "dropped": dropped}
     if not out:
-        raise ValueError("no SFT example has a response token within max_len; raise max_len")
-    return out
+        raise ValueError(f"no SFT example has a response token within max_len={max_len} (all "
+                         f"{dropped} prompts are at least that long); raise max_len")
+    return out, counts
+
+
+def length_report(counts: dict, max_len: int) -> str:
+    """One log line: how many examples ``max_len`` dropped and truncated (``fit_examples``)."""
+    return (f"sft: max_len={max_len}: {counts['kept']} of {counts['total']} examples kept, "
+            f"{counts['truncated']} truncated (response cut, no eos), {counts['dropped']} dropped "
+            "(prompt alone fills max_len)")
+
+
+def encode_examples(tokenizer, prompts: list[list[dict]], responses: list[str],
+                    max_len: int, enable_thinking: bool | None = None) -> list[tuple[list[int], list[int]]]:
+    """``fit_examples``'s examples; prints its counts (``length_report``) to the job log."""
+    examples, counts = fit_examples(tokenizer, prompts, responses, max_len, enable_thinking)
+    print(length_report(counts, max_len))
+    return examples
 
 
 def collate(batch, pad_id: int):
@@ -113,12 +142,25 @@ def cold_start(*, student: str, rows, sft: dict, options: dict, stack: str | Non
     """The ``native`` SFT backend: fine-tune ``student`` on ``rows`` (``prompt``, ``response``)
     with this loop, loss on response tokens only, and save it to ``model``."""
     from opd.checkpoint import save_hf
+    from opd.generation.context import model_context
     from opd.generation.hf import load_model, load_tokenizer
 
-    tok, net = load_tokenizer(student), load_model(student)
+    tok = load_tokenizer(student)
     cfg = SFTConfig.from_dict(sft | {"seed": seed})
-    examples = encode_examples(tok, [list(p) for p in rows["prompt"]], list(rows["response"]),
-                               cfg.max_len, enable_thinking=enable_thinking)
-    print(f"sft: {len(examples)} examples")
+    examples, counts = fit_examples(tok, [list(p) for p in rows["prompt"]], list(rows["response"]),
+                                    cfg.max_len, enable_thinking=enable_thinking)
+    print(length_report(counts, cfg.max_len))
+    check_fits_context(examples, model_context(student), student)
+    net = load_model(student)
     train_sft(net, examples, cfg, tok.pad_token_id, metrics_path=metrics, desc="sft")
     save_hf(net, tok, model)
+
+
+def check_fits_context(examples, context: int | None, model: str) -> None:
+    """Raise ``ValueError`` when an encoded example is longer than ``context`` tokens (None: skip)."""
+    longest = max((len(ids) for ids, _ in examples), default=0)
+    if context is not None and longest > context:
+        n = sum(len(ids) > context for ids, _ in examples)
+        raise ValueError(f"sft: {n} of {len(examples)} examples are longer than the context of "
+                         f"{model} ({context} tokens; the longest has {longest}). Fix: set "
+                         f"sft.max_len to at most {context}, or use a student with a larger context.")

@@ -9,6 +9,7 @@ import pandas as pd
 
 from opd.generation import open_generator
 from opd.generation.config import SamplingParams
+from opd.generation.context import check_prompts_fit, configured_limit
 from opd.io import flat_view, read_parquet, write_json, write_parquet
 
 EVAL_COLUMNS = ("problem_id", "sample_idx", "prompt", "ground_truth", "response", "n_tokens",
@@ -18,9 +19,17 @@ EVAL_COLUMNS = ("problem_id", "sample_idx", "prompt", "ground_truth", "response"
 def eval_generate(*, model: str, benchmark: str, eval: dict, seed: int, generations: str,
                   subdir: str = "", backend: dict | None = None, stack: str | None = None) -> None:
     """Sample ``eval['n']`` responses per benchmark problem from the model in ``model/subdir``;
-    one row per (problem, sample). ``backend``: the generation backend and its options."""
+    one row per (problem, sample). ``backend``: the generation backend and its options.
+    Raises ``ValueError`` before loading the model when a prompt plus ``eval.max_new_tokens``
+    does not fit its context (``opd.generation.context``)."""
+    from opd.generation.hf import load_tokenizer
+
     model_dir = os.path.join(model, subdir)
     problems = flat_view(read_parquet(benchmark), benchmark)
+    check_prompts_fit(load_tokenizer(model_dir), list(problems["prompt"]), model_dir=model_dir,
+                      max_new_tokens=eval["max_new_tokens"], dataset=str(benchmark),
+                      budget_key="eval.max_new_tokens", enable_thinking=eval.get("enable_thinking"),
+                      limit=configured_limit(backend))
     params = SamplingParams(n=eval["n"], temperature=eval["temperature"], top_p=eval["top_p"],
                             max_new_tokens=eval["max_new_tokens"], seed=seed,
                             batch_size=eval.get("batch_size", 64))

@@ -10,6 +10,7 @@ import pandas as pd
 from opd.io import flat_view, read_parquet, write_json, write_parquet
 from opd.generation import open_generator
 from opd.generation.config import SamplingParams
+from opd.generation.context import check_prompts_fit, configured_limit
 from opd.rollout import run_rollout
 
 
@@ -30,12 +31,20 @@ def teacher_rollout(*, teacher: str, prompts: str, rollout: dict, seed: int, rol
 
     ``rollout``: the config's ``rollout`` section; ``backend``: ``{"backend": <generation
     backend>, "options": {...}}`` (default hf); ``stack``: its tool's Python. Resumable: progress
-    is kept in ``<rollouts>.progress.jsonl`` until the rollouts are written.
+    is kept in ``<rollouts>.progress.jsonl`` until the rollouts are written. Raises
+    ``ValueError`` before loading the teacher when a prompt plus ``rollout.max_new_tokens`` does
+    not fit the teacher's context (``opd.generation.context``).
     """
+    from opd.generation.hf import load_tokenizer
+
     problems = flat_view(read_parquet(prompts), prompts)
     if rollout.get("prompts"):
         problems = problems.iloc[:rollout["prompts"]].reset_index(drop=True)
     chats = list(problems["prompt"])
+    check_prompts_fit(load_tokenizer(teacher), chats, model_dir=teacher,
+                      max_new_tokens=rollout["max_new_tokens"], dataset=str(prompts),
+                      budget_key="rollout.max_new_tokens",
+                      enable_thinking=rollout.get("enable_thinking"), limit=configured_limit(backend))
     checkpoint = Path(str(rollouts) + ".progress.jsonl")
     with open_generator(teacher, stack=stack, **(backend or {})) as gen:
 
