@@ -2,7 +2,10 @@
 
 ``save_hf`` writes model and tokenizer into a temporary sibling folder and renames it into
 place (``atomic_dir``), so a killed job never leaves a checkpoint directory that looks complete;
-``copy_checkpoint`` does the same for a folder another tool wrote.
+``copy_checkpoint`` does the same for a folder another tool wrote. The temporary folder is named
+and cleaned up as ``opd.io``'s temporaries (a killed save leaves no stray copy after the next write
+or job start), and the finished folder and its files get the umask's modes
+(``opd.io.apply_output_mode``).
 
     save_hf(model, tokenizer, "results/train/opd/checkpoints/step_0010")
 """
@@ -11,18 +14,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from opd.io import apply_output_mode, new_temporary
 
 
 @contextlib.contextmanager
 def atomic_dir(path):
-    """A temporary sibling folder to fill; it replaces ``path`` only when the block succeeds."""
+    """A temporary sibling folder to fill; it replaces ``path`` only when the block succeeds.
+
+    Stale temporaries of ``path`` from killed writers are removed first (``opd.io.new_temporary``).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = new_temporary(path, is_dir=True)
     try:
         yield tmp
+        apply_output_mode(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

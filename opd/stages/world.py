@@ -27,13 +27,15 @@ def read_corpus(pretrain_parquet: str) -> tuple[list[list[dict]], list[str]]:
 
 def world_tokenizer(*, corpus: str, tokenizer: str, vocab_size: int) -> None:
     """Train the BPE tokenizer on the chat-formatted pretraining corpus."""
+    from opd.checkpoint import atomic_dir
     from opd.world.models import train_tokenizer
 
     prompts, solutions = read_corpus(corpus)
     texts = [f"<|im_start|>user\n{m[0]['content']}<|im_end|>\n<|im_start|>assistant\n{s}<|im_end|>\n"
              for m, s in zip(prompts, solutions)]
     tok = train_tokenizer(texts, vocab_size)
-    tok.save_pretrained(tokenizer)
+    with atomic_dir(tokenizer) as tmp:  # a killed save leaves no folder that looks complete
+        tok.save_pretrained(tmp)
     print(f"tokenizer: {len(tok)} tokens -> {tokenizer}")
 
 
