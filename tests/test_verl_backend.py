@@ -284,6 +284,28 @@ def test_grpo_command():
         verl_command("grpo", cfg, PATHS)
 
 
+def test_grpo_truncated_importance_sampling_is_verls_rollout_correction():
+    """The authors' GRPO script caps token-level rollout/trainer importance weights at 2.0."""
+    tis = {"grpo_rollout_is": "token", "grpo_rollout_is_threshold": 2.0}
+    ov = overrides(verl_command("grpo", grpo_cfg(), PATHS, tis))
+    assert ov["algorithm.rollout_correction.rollout_is"] == "token"
+    assert ov["algorithm.rollout_correction.rollout_is_threshold"] == "2.0"
+    assert "algorithm.rollout_correction.rollout_is" not in overrides(verl_command("grpo", grpo_cfg(), PATHS))
+    # OPD runs are left alone: the option is for GRPO only
+    assert "algorithm.rollout_correction.rollout_is" not in overrides(
+        verl_command("opd", opd_cfg(top_k=0), PATHS, tis))
+
+
+@needs_verl
+def test_grpo_truncated_importance_sampling_composes():
+    argv = verl_command("grpo", grpo_cfg(), PATHS, {"grpo_rollout_is": "token", "grpo_rollout_is_threshold": 2.0})
+    rc, out = compose(argv[3:], ["algorithm.rollout_correction.rollout_is",
+                                 "algorithm.rollout_correction.rollout_is_threshold"])
+    assert rc == 0 and out["ok"], out
+    assert out["values"]["algorithm.rollout_correction.rollout_is"] == "token"
+    assert out["values"]["algorithm.rollout_correction.rollout_is_threshold"] == 2.0
+
+
 def test_sampled_token_opd_command():
     ov = overrides(verl_command("opd", opd_cfg(top_k=0), PATHS))
     assert ov["distillation.enabled"] == "true"

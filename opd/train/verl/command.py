@@ -280,6 +280,12 @@ def verl_overrides(exp_name: str, train: TrainConfig, paths: dict,
         "trainer.n_gpus_per_node": n_gpus,
         "trainer.nnodes": nnodes,
     }
+    if is_grpo and c.get("grpo_rollout_is"):
+        # the authors' GRPO script: truncated importance sampling between the vLLM rollout's and
+        # the trainer's log-probs (verl's rollout correction, per token, weights capped at 2.0)
+        ov.update({"algorithm.rollout_correction.rollout_is": c["grpo_rollout_is"],
+                   "algorithm.rollout_correction.rollout_is_threshold": c.get("grpo_rollout_is_threshold", 2.0),
+                   r + "calculate_log_probs": True})
     if train.enable_thinking is not None:
         # `+`: verl's packaged default is an empty dict, whose keys Hydra only lets one append
         ov["+data.apply_chat_template_kwargs.enable_thinking"] = train.enable_thinking
