@@ -9,11 +9,13 @@ Every (prompt, sample) slot is generated, checked by ``reject_reason`` and retri
   grader's own extraction, gives no answer (no box, a last box that never closes, an empty
   box), so the filter and ``is_correct`` agree on what an answer is (``\\fbox{5}`` counts);
 
-or it has
+or it has (thresholds: ``Rejection``, config ``rollout.rejection``; defaults are the authors'
+``scripts/infer/vllm_rollout.py`` except ``block_min_text_chars``, 5,000 there, 500 here so
+that the tiny world's short texts are checked at all)
 
 - a line of at least 20 characters repeated 5 or more times (``repeated_line``);
 - a 100-character substring occurring 3 or more times (``repeated_substring``);
-- in a long text (``long_text_chars``, default 500 characters or more), a 50-character block
+- in a long text (``block_min_text_chars`` characters or more), a 50-character block
   repeated 3 times in a row (``repeated_block``).
 
 Each finished slot (accepted, or rejected on its last attempt) is appended as one JSON line to
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +44,24 @@ from opd.runlog import progress
 
 FILTER_VERSION = 2  # raise when the rejection rules change: older checkpoints are then discarded
 REASONS = ("truncated", "no_boxed", "repeated_line", "repeated_substring", "repeated_block")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Thresholds of the repetition filters (config ``rollout.rejection``; characters and counts)."""
+
+    line_min_chars: int = 20
+    line_min_count: int = 5
+    substring_chars: int = 100
+    substring_min_count: int = 3
+    block_chars: int = 50
+    block_repeats: int = 3
+    block_min_text_chars: int = 500
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Rejection":
+        from opd.options import from_options
+        return from_options(cls, dict(d or {}), "rollout.rejection")
 
 
 def has_repeated_line(text: str, min_chars: int = 20, min_count: int = 5) -> bool:
@@ -81,23 +102,25 @@ def has_repeated_block(text: str, block: int = 50, repeats: int = 3) -> bool:
     return False
 
 
-def reject_reason(text: str, long_text_chars: int = 500,
-                  finish_reason: str | None = None) -> str | None:
+def reject_reason(text: str, long_text_chars: int | None = None,
+                  finish_reason: str | None = None, rules: Rejection = Rejection()) -> str | None:
     """The first rejection reason (in ``REASONS`` order) that applies, or ``None`` to keep it.
 
     ``text``: the decoded response; ``finish_reason``: the generator row's (``"stop"`` or
     ``"length"``; ``"length"`` -> ``truncated``). ``no_boxed`` exactly when the grader's
-    ``answer_of(text)`` has no cleaned answer.
+    ``answer_of(text)`` has no cleaned answer. ``rules``: the thresholds; ``long_text_chars``
+    overrides ``rules.block_min_text_chars``.
     """
     if finish_reason == "length":
         return "truncated"
     if answer_of(text)[1] is None:
         return "no_boxed"
-    if has_repeated_line(text):
+    if has_repeated_line(text, rules.line_min_chars, rules.line_min_count):
         return "repeated_line"
-    if has_repeated_substring(text):
+    if has_repeated_substring(text, rules.substring_chars, rules.substring_min_count):
         return "repeated_substring"
-    if len(text) >= long_text_chars and has_repeated_block(text):
+    min_chars = rules.block_min_text_chars if long_text_chars is None else long_text_chars
+    if len(text) >= min_chars and has_repeated_block(text, rules.block_chars, rules.block_repeats):
         return "repeated_block"
     return None
 
@@ -109,7 +132,7 @@ GenerateFn = Callable[[list[int], int], list[dict]]
 
 def run_rollout(generate_fn: GenerateFn, n_prompts: int, n: int, max_attempts: int,
                 checkpoint: str | Path, batch_slots: int = 256,
-                long_text_chars: int = 500, fingerprint: str = "") -> tuple[list[dict], dict]:
+                rules: Rejection = Rejection(), fingerprint: str = "") -> tuple[list[dict], dict]:
     """Fill ``n_prompts * n`` slots with accepted responses where possible; see module doc.
 
     ``fingerprint`` identifies the inputs (model, prompts, settings); a checkpoint written under
@@ -141,7 +164,7 @@ def run_rollout(generate_fn: GenerateFn, n_prompts: int, n: int, max_attempts: i
             outs = generate_fn([p for p, _ in todo], attempt)
             retry = []
             for slot, out in zip(todo, outs):
-                reason = reject_reason(out["response"], long_text_chars, out["finish_reason"])
+                reason = reject_reason(out["response"], finish_reason=out["finish_reason"], rules=rules)
                 attempts_left[slot] -= 1
                 if reason is None or attempts_left[slot] == 0:
                     if reason is not None:

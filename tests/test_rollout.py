@@ -186,3 +186,19 @@ def test_stale_checkpoint_is_discarded(tmp_path):
     records, stats = run_rollout(bad, n_prompts=2, n=1, max_attempts=1, checkpoint=ckpt,
                                  fingerprint="new")
     assert stats["resumed_slots"] == 2 and all(r["accepted"] for r in records)
+
+
+def test_rejection_thresholds_come_from_the_config():
+    """``rollout.rejection``: the authors check the block rule only above 5,000 characters."""
+    from opd.rollout import Rejection
+
+    block = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx"  # 50 distinct characters
+    filler = " ".join(f"step {i} gives {i * 7919 % 1000}." for i in range(40))  # no repeats, 600+ chars
+    text = filler + " " + block * 3 + " \\boxed{2}"
+    assert reject_reason(text) == "repeated_block"                      # tiny-world default: 500
+    assert reject_reason(text, rules=Rejection(block_min_text_chars=5000)) is None
+    assert reject_reason("same line twenty chars\n" * 3 + "\\boxed{1}",
+                         rules=Rejection(line_min_count=3)) == "repeated_line"
+    assert reject_reason("same line twenty chars\n" * 3 + "\\boxed{1}") is None
+    with pytest.raises(ValueError, match="rollout.rejection"):
+        Rejection.from_dict({"block_min_chars": 5})

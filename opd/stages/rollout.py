@@ -11,7 +11,7 @@ from opd.io import flat_view, read_parquet, write_json, write_parquet
 from opd.generation import open_generator
 from opd.generation.config import SamplingParams
 from opd.generation.context import check_prompts_fit, configured_limit
-from opd.rollout import run_rollout
+from opd.rollout import Rejection, run_rollout
 
 
 def fingerprint(teacher_dir: str, prompts_path: str, cfg: dict, seed: int,
@@ -59,6 +59,7 @@ def teacher_rollout(*, teacher: str, prompts: str, rollout: dict, seed: int, rol
         records, summary = run_rollout(generate_fn, len(chats), rollout["n"],
                                        rollout.get("max_attempts_per_rollout", 3), checkpoint,
                                        batch_slots=rollout.get("batch_size", 64),
+                                       rules=Rejection.from_dict(rollout.get("rejection")),
                                        fingerprint=fingerprint(teacher, prompts, rollout, seed, backend))
     rows = []
     for rec in records:
