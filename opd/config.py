@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
-from pathlib import Path
 
 from opd.train.config import TrainConfig
 
@@ -133,35 +131,21 @@ def check_config(config: dict) -> None:
 
 
 def check_model_paths(config: dict) -> None:
-    """User-supplied model folders exist, and every OPD pair shares one vocabulary.
+    """The models a config points at, before any job runs (``opd.checks.check_models``): each
+    ``path:`` folder has config.json and weights, every OPD pair shares one tokenizer and one
+    LM-head size, and every OPD ``top_k`` fits the vocabulary."""
+    from opd.checks import check_models
 
-    Checked at DAG-build time so a wrong path or a mismatched teacher fails before any job runs
-    (models built by the tiny world share its tokenizer by construction).
-    """
-    models = config["models"]
-    for name, spec in models.items():
-        if "path" in spec and not (Path(spec["path"]) / "config.json").exists():
-            raise ConfigError(f"models.{name}.path: no Hugging Face model at {spec['path']!r} "
-                              "(config.json not found); point it at a local checkpoint folder")
-    for name, exp in config["experiments"].items():
-        pair = [exp["student"], exp.get("teacher")]
-        if exp["method"] != "opd" or not all(p and "path" in models[p] for p in pair):
-            continue
-        vocabs = [_vocabulary(models[p]["path"]) for p in pair]
-        if vocabs[0] != vocabs[1]:
-            raise ConfigError(
-                f"experiments.{name}.teacher: teacher {pair[1]!r} and student {pair[0]!r} do not "
-                "share a vocabulary, so the teacher cannot score the student's tokens; pick a "
-                "teacher of the student's tokenizer family (or cold-start a student that has the "
-                "teacher's tokenizer)")
+    check_models(config)
 
 
-def _vocabulary(model_dir: str):
-    """The token-to-id map of a checkpoint's tokenizer (falls back to config vocab_size)."""
-    tok = Path(model_dir) / "tokenizer.json"
-    if tok.exists():
-        return json.loads(tok.read_text())["model"]["vocab"]
-    return json.loads((Path(model_dir) / "config.json").read_text()).get("vocab_size")
+def check_inputs(config: dict) -> None:
+    """Everything a config points at (``opd.checks``): models, then user parquet files and
+    encoder folders, from cheap reads (file metadata, one or two columns, json files)."""
+    from opd.checks import check_data, check_models
+
+    check_models(config)
+    check_data(config)
 
 
 def checkpoint_steps(config: dict, name: str) -> list[int]:

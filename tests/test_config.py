@@ -51,3 +51,23 @@ def test_experiment_overrides_merge_into_defaults():
     assert merged["method"] == "grpo" and merged["n_samples"] == 8
     assert merged["objective"]["adv_estimator"] == "grpo"
     assert merged["objective"]["loss_agg_mode"] == BASE["train_defaults"]["objective"]["loss_agg_mode"]
+
+
+def test_same_tokenizer_with_another_lm_head_size_is_refused(tmp_path, tiny_tokenizer, tiny_models):
+    """Real save_pretrained folders: the teacher's embeddings resized, its tokenizer unchanged."""
+    import copy as _copy
+    teacher = _copy.deepcopy(tiny_models[1])
+    teacher.resize_token_embeddings(len(tiny_tokenizer) + 64)
+    cfg = with_paths(tmp_path, tiny_tokenizer, (tiny_models[0], teacher))
+    n = len(tiny_tokenizer)
+    with pytest.raises(ConfigError, match=rf"experiments\.opd\.teacher: .*have the same tokenizer but "
+                                          rf"LM heads of different sizes \(config.json vocab_size "
+                                          rf"{n + 64} for the teacher, {n} for the student\)"):
+        check_model_paths(cfg)
+
+
+def test_default_config_inputs_pass_and_warn_of_nothing():
+    from opd.checks import config_warnings
+    from opd.config import check_inputs
+    check_inputs(BASE)
+    assert config_warnings(BASE) == []

@@ -159,9 +159,29 @@ def test_matharena_and_options(tmp_path):
         load_many([path, path])
 
 
-def test_repeated_source_ids_fall_back_to_positions(tmp_path):
+def test_repeated_source_ids_are_an_error_that_names_them(tmp_path):
+    """A repeated id would count one problem twice in avg@n and pass@k (issue 11, item 8)."""
     path = tmp_path / "dup.parquet"
-    rows = _verl(3)
-    rows["extra_info"] = [{"index": 5}, {"index": 5}, {"index": 6}]
+    rows = _verl(4)
+    rows["extra_info"] = [{"index": 5}, {"index": 5}, {"index": 6}, {"index": 7}]
     write_parquet(rows, path)
-    assert flat_view(load_dataset(path))["problem_id"].tolist() == ["dup-0", "dup-1", "dup-2"]
+    with pytest.raises(DataError, match=r"dup.parquet: problem ids repeated in extra_info.index: "
+                                        r"'5'; .*drop the repeated rows or give them distinct ids"):
+        load_dataset(path)
+    rows["extra_info"] = [{"problem_id": p} for p in ("a", "b", "a", "b")]
+    write_parquet(rows, path)
+    with pytest.raises(DataError, match=r"repeated in extra_info.problem_id: 'a', 'b';"):
+        load_dataset(path)
+    arena = tmp_path / "arena.parquet"
+    write_parquet(pd.DataFrame({"problem_idx": [1, 2, 2], "problem": ["a?", "b?", "c?"],
+                                "answer": ["1", "2", "3"]}), arena)
+    with pytest.raises(DataError, match=r"arena.parquet: problem ids repeated in problem_idx: '2';"):
+        load_dataset(arena)
+
+
+def test_missing_source_ids_fall_back_to_positions(tmp_path):
+    path = tmp_path / "gap.parquet"
+    rows = _verl(3)
+    rows["extra_info"] = [{"index": 5}, {"index": None}, {"index": 5}]
+    write_parquet(rows, path)
+    assert flat_view(load_dataset(path))["problem_id"].tolist() == ["gap-0", "gap-1", "gap-2"]

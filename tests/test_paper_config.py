@@ -40,6 +40,7 @@ def paper(tmp_path_factory):
         d = Path(spec["path"])
         d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(json.dumps({"model_type": "qwen3"}))
+        (d / "model.safetensors").touch()   # weights present: the DAG-time check looks for the file
         family = "qwen3" if "Qwen3" in d.name else "deepseek"   # one vocabulary per family
         (d / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {family: 0, "x": 1}}}))
     (root / "data").mkdir()
@@ -97,9 +98,13 @@ def test_paper_dag_has_every_job(paper, paper_jobs):
     checkpoints = 280 // 20                          # steps / save_every, the last step included
     base_models = 7                                  # 3 students, 4 teachers (one checkpoint twice)
     models = base_models + 1 + n_exp * checkpoints   # + the cold start's SFT model
+    n_opd = sum(e["method"] == "opd" for e in cfg["experiments"].values())
+    probes = n_opd * (1 + checkpoints) + 1            # student + checkpoints, + the cold start's SFT model
     assert counts == {"prepare_benchmark": 3, "dedup_train": 1, "select_prompts": 1,
                       "teacher_rollout": 1, "sft_cold_start": 1, "train": n_exp,
-                      "eval_generate": models * 3, "grade": models * 3, "figures": 1, "all": 1}
+                      "eval_generate": models * 3, "grade": models * 3, "probe": probes,
+                      "figures": 1, "all": 1}
+    assert {j["wildcards"]["bench"] for j in paper_jobs if j["rule"] == "probe"} == {"aime24"}
     rollouts = [j for j in paper_jobs if j["rule"] == "teacher_rollout"]
     assert rollouts[0]["wildcards"] == {"teacher": "qwen3_4b_nonthinking"}
 
@@ -116,6 +121,8 @@ def test_paper_jobs_request_their_resources(paper_jobs):
             assert (res(j, "runtime"), res(j, "mem_mb"), j["threads"]) == ("4320", "1000000", 64)
         elif rule in ("eval_generate", "teacher_rollout"):
             assert res(j, "gpu") == "1" and j["threads"] == 8   # one vLLM engine, tensor parallel 1
+        elif rule == "probe":                                # both models forward on one GPU
+            assert res(j, "gpu") == "1" and j["threads"] == 8 and res(j, "runtime") == "120"
         elif rule == "sft_cold_start":
             assert res(j, "gpu") == "8" and j["threads"] == 32 and res(j, "runtime") == "1440"
         elif rule in ("grade", "dedup_train", "select_prompts", "prepare_benchmark", "figures"):

@@ -26,6 +26,8 @@ DEFAULT = ROOT / "config" / "config.yaml"
 SMALL = ROOT / "tests" / "configs" / "small.yaml"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 pytestmark = pytest.mark.slow
+FIGURES = ("accuracy_vs_step.png", "training_dynamics.png", "overlap_vs_step.png", "entropy_vs_step.png",
+           "reward_by_class.png", "by_position.png", "extreme_reward.png", "objective_ablation.png")
 
 
 def snakemake(workdir, *args, configs=(SMALL,), timeout=900, check=True):
@@ -91,11 +93,56 @@ def test_end_to_end_produces_every_artifact(run):
         assert len(pd.read_parquet(r / f"grades/{m}/tiny_eval.verdicts.parquet")) == 24
     table = pd.read_csv(r / "tables/summary.csv")
     assert set(models) <= set(table["model"])
-    for fig in ("accuracy_vs_step.png", "training_dynamics.png"):
+    gap = table.set_index("model")["gap_recovered"]
+    assert gap[["opd.step0002", "opd.step0004", "opd_coldstart.sft"]].notna().all()
+    assert gap[["student", "teacher", "grpo.step0004"]].isna().all()
+    for fig in FIGURES:
         assert (r / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # probes: every model of each OPD experiment but its teacher, on the figures' benchmark
+    probed = sorted(str(p.relative_to(r / "probe")) for p in (r / "probe").glob("*/*/*.json"))
+    expect = [f"{e}/{m}/tiny_eval.json" for e, ms in
+              (("opd", ["student", "opd.step0002", "opd.step0004"]),
+               ("opd_aligned", ["student", "opd_aligned.step0002", "opd_aligned.step0004"]),
+               ("opd_coldstart", ["student", "opd_coldstart.sft", "opd_coldstart.step0002",
+                                  "opd_coldstart.step0004"])) for m in ms]
+    assert probed == sorted(expect)
+    summary = json.loads((r / "probe/opd/opd.step0004/tiny_eval.json").read_text())
+    tokens = pd.read_parquet(r / "probe/opd/opd.step0004/tiny_eval.parquet")
+    assert summary["n_tokens"] == len(tokens) > 0 and summary["chunk_tokens"] == 16
+    assert {"opd/overlap_ratio", "opd/reward_teacher_only", "opd/entropy_gap",
+            "opd/overlap_ratio_chunk1"} <= set(summary["metrics"])
+    assert {"overlap_ratio", "reward_topk_max", "student_p_at_reward_max", "teacher_entropy"} <= set(tokens.columns)
+    # training logs the same metric set at every step
+    assert {"opd/reward_student_only", "opd/student_p_top1"} <= set(read_jsonl(r / "train/opd/metrics.jsonl")[0])
     for rule_log in ("world_problems.log", "dedup_train.log", "figures.log"):
         assert (r / "logs" / rule_log).exists()
     assert (r / "benchmarks/train/opd.tsv").exists()
+
+
+def test_report_embeds_every_figure(run, tmp_path):
+    """`snakemake --report` (the `make report` command), opened in headless Chromium: every figure
+    and the summary table are embedded in the page the browser builds."""
+    import base64
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium missing: `apt-get install -y chromium` (.ci/run installs it)")
+    wd, _ = run
+    report = wd / "results" / "report.html"
+    snakemake(wd, "--report", str(report))
+    html = report.read_text()
+    for fig in FIGURES:   # embedded as data, not linked
+        data = base64.b64encode((wd / "results/figures" / fig).read_bytes()).decode()
+        assert data[:2000] in html, fig
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+                          "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dom = out.stdout
+    for fig in FIGURES + ("summary.csv",):
+        assert fig in dom, f"{fig} is not in the rendered report"
 
 
 def test_second_run_has_nothing_to_do(run):
@@ -139,8 +186,9 @@ def test_switching_the_sft_backend_reruns_only_the_cold_start(run, tmp_path):
     cfg = _override(tmp_path, "lf.yaml", {"backends": {"sft": "llamafactory"},
                                           "stacks": {"llamafactory": sys.executable}})
     jobs = planned_jobs(wd, configs=(cfg,))
-    # opd_coldstart: its SFT, its training, and the evaluation of the SFT model and 2 checkpoints
-    assert jobs == {"sft_cold_start": 1, "train": 1, "eval_generate": 3, "grade": 3, "figures": 1, "all": 1}
+    # opd_coldstart: its SFT, its training, and the evaluation and probe of the SFT model and 2 checkpoints
+    assert jobs == {"sft_cold_start": 1, "train": 1, "eval_generate": 3, "grade": 3, "probe": 3, "figures": 1,
+                    "all": 1}
 
 
 def test_switching_the_generation_backend_reruns_generation_and_what_follows(run, tmp_path):
@@ -151,8 +199,9 @@ def test_switching_the_generation_backend_reruns_generation_and_what_follows(run
     n_models = len({p.parent.name for p in (wd / "results/eval").glob("*/tiny_eval.parquet")})
     # every generation job, and the cold start downstream of the new rollouts; no world, data,
     # or training of the experiments that do not use the rollouts
+    n_probes = len(list((wd / "results/probe").glob("*/*/tiny_eval.json")))   # they read the generations
     assert jobs == {"teacher_rollout": 1, "sft_cold_start": 1, "train": 1, "eval_generate": n_models,
-                    "grade": n_models, "figures": 1, "all": 1}
+                    "grade": n_models, "probe": n_probes, "figures": 1, "all": 1}
 
 
 def test_rollout_resumes_after_a_killed_run(run):
@@ -303,6 +352,22 @@ def test_lint_is_clean():
      "experiments.opd.backends.train"),
     ({"experiments": {"opd": {"method": "opd", "student": "student", "teacher": "teacher",
                               "backends": {"train": "deepspeed"}}}}, "deepspeed"),
+    # issue 11: decided from cheap reads before any job (opd.checks, opd.config_files)
+    ({"train_defaults": {"objective": {"top_k": 400}}},
+     "train_defaults.objective.top_k: top_k 400 of experiment 'opd' exceeds the vocabulary"),
+    ({"models": {"teacher": {"path": "/nonexistent/teacher"}}}, "models.teacher.path: no Hugging Face model"),
+    ({"data": {"train": {"source": "/nonexistent/train.parquet"}}},
+     "data.train.source: /nonexistent/train.parquet: file not found"),
+    ({"data": {"benchmarks": {"aime": {"source": "/nonexistent/aime.parquet"}}}},
+     "data.benchmarks.aime.source: /nonexistent/aime.parquet: file not found"),
+    ({"data": {"dedup": {"encoder": "/nonexistent/encoder"}}},
+     "data.dedup.encoder: /nonexistent/encoder: no local sentence-transformers model"),
+    ({"data": {"selection": {"encoder": "/nonexistent/encoder"}}},
+     "data.selection.encoder: /nonexistent/encoder: no local sentence-transformers model"),
+    ({"sft": {"steps": 5, "epochs": 2}}, "sft: `epochs` and `steps` are both set in"),
+    ({"data": {"selection": {"top_n": 5, "fraction": 0.5}}},
+     "data.selection: `fraction` and `top_n` are both set in"),
+    ({"sft": {"lr": "1e-4"}}, "sft.lr: '1e-4' is read by YAML as text, not a number"),
 ])
 def test_invalid_config_names_the_key(tmp_path, override, key):
     bad = tmp_path / "bad.yaml"

@@ -17,7 +17,8 @@ Every row becomes one problem with
 * ``extra_info.problem_id``: stable across runs: the source's ``extra_info.problem_id``, else
   ``{name}-{extra_info.index}`` (the index alone when it already starts with ``{name}-``, as
   in ``AIME24-0``), for MathArena ``{name}-{problem_idx}``; the row position stands in for an
-  index that is missing or not unique in the file.
+  index that is missing. Repeated ids raise ``DataError`` naming them: they would count one
+  problem twice in avg@n and pass@k.
 * ``extra_info.index``: the row position; ``extra_info.split``: the ``split`` argument.
 * ``data_source``: ``name`` (default: the file stem); ``ability``: the source's, else "math".
 * the ground truth as given (graders unbox ``\boxed{204}``).
@@ -32,8 +33,9 @@ Every row becomes one problem with
   \boxed{}."`` built from the bare question.
 
 Problems raise ``opd.io.DataError`` naming the file: missing file, unreadable or empty
-parquet, unknown schema (the message lists both accepted column sets), missing columns, and
-rows without a question, prompt or ground truth.
+parquet, unknown schema (the message lists both accepted column sets), missing columns,
+rows without a question, prompt or ground truth, and repeated problem ids. ``opd.checks`` makes
+the same checks that a cheap read decides (all but the question and prompt) when the DAG is built.
 
     >>> df = load_dataset("../shared/data/train/dapo-math-17k.parquet", prompt_style="paper")
 """
@@ -149,11 +151,30 @@ def _read(path: Path) -> pd.DataFrame:
     return df
 
 
-def _problem_ids(name: str, raw: list[Any]) -> list[str]:
-    """``{name}-{id}`` from the source ids; row positions when they are missing or repeated."""
-    usable = all(r is not None and str(r) != "" and not _isnan(r) for r in raw) \
-        and len(set(map(str, raw))) == len(raw)
-    if not usable:
+def repeated_ids(raw: list[Any]) -> list[str]:
+    """The source ids that occur more than once (empty when an id is missing: rows are then
+    numbered by position, so no id repeats)."""
+    if not all(r is not None and str(r) != "" and not _isnan(r) for r in raw):
+        return []
+    seen: dict[str, int] = {}
+    for r in map(str, raw):
+        seen[r] = seen.get(r, 0) + 1
+    return [r for r, n in seen.items() if n > 1]
+
+
+def duplicate_ids_message(where: str, column: str, dups: list[str]) -> str:
+    shown = ", ".join(map(repr, dups[:10])) + (f" and {len(dups) - 10} more" if len(dups) > 10 else "")
+    return (f"{where}: problem ids repeated in {column}: {shown}; each problem needs its own id, "
+            "or avg@n and pass@k count it twice: drop the repeated rows or give them distinct ids")
+
+
+def _problem_ids(name: str, raw: list[Any], where: str = "<dataframe>",
+                 column: str = "the id column") -> list[str]:
+    """``{name}-{id}`` from the source ids; row positions when one is missing; ``DataError``
+    naming the repeated ids when an id occurs twice."""
+    if dups := repeated_ids(raw):
+        raise DataError(duplicate_ids_message(where, column, dups))
+    if not all(r is not None and str(r) != "" and not _isnan(r) for r in raw):
         return [f"{name}-{i}" for i in range(len(raw))]
     return [str(r) if str(r).startswith(f"{name}-") else f"{name}-{r}" for r in raw]
 
@@ -175,10 +196,8 @@ def _verl_rows(df: pd.DataFrame, path: Path, name: str, style: str, split: str) 
     n = len(df)
     extras = [e if isinstance(e, dict) else {} for e in df["extra_info"]] \
         if "extra_info" in df.columns else [{}] * n
-    if all("problem_id" in e for e in extras):
-        ids = _problem_ids(name, [e["problem_id"] for e in extras])
-    else:
-        ids = _problem_ids(name, [e.get("index") for e in extras])
+    key = "problem_id" if all("problem_id" in e for e in extras) else "index"
+    ids = _problem_ids(name, [e.get(key) for e in extras], str(path), f"extra_info.{key}")
     abilities = df["ability"].tolist() if "ability" in df.columns else ["math"] * n
     rows = []
     for i, (prompt, reward, extra) in enumerate(zip(df["prompt"], df["reward_model"], extras)):
@@ -196,7 +215,7 @@ def _verl_rows(df: pd.DataFrame, path: Path, name: str, style: str, split: str) 
 
 
 def _matharena_rows(df: pd.DataFrame, path: Path, name: str, split: str) -> list[dict]:
-    ids = _problem_ids(name, df["problem_idx"].tolist())
+    ids = _problem_ids(name, df["problem_idx"].tolist(), str(path), "problem_idx")
     rows = []
     for i, (problem, answer) in enumerate(zip(df["problem"], df["answer"])):
         question = problem.strip() if isinstance(problem, str) else ""
