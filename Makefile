@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 VERL_VENV ?= .venv-verl
 VERL_STAMP := $(VERL_VENV)/.installed-stamp
 
-.PHONY: run test lint dryrun figures experiment clean env-verl env-vllm env-llamafactory
+.PHONY: run test lint dryrun figures report experiment clean env-verl env-vllm env-llamafactory
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ dryrun: $(STAMP)
 # Redraw figures and tables from finished artifacts; never reruns anything upstream.
 figures: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --forcerun figures --allowed-rules figures -- figures < /dev/null
+
+# The Snakemake report of a finished run: every figure with its caption and the summary table,
+# in one self-contained HTML file (results/report.html); runs no job.
+report: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --report results/report.html < /dev/null
 
 # One experiment and what it needs, then its table: make experiment EXP=opd
 experiment: $(STAMP)

@@ -51,14 +51,25 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "merges.txt", "tokenizer.model")
 
 
-def copy_checkpoint(src, path, tokenizer_from=None) -> None:
+def _link_or_copy(src, dst):
+    """A hard link where the file system allows one (checkpoints are never modified in place),
+    else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_checkpoint(src, path, tokenizer_from=None, link: bool = False) -> None:
     """Copy the Hugging Face folder ``src`` to ``path`` atomically.
 
     With ``tokenizer_from``, its tokenizer files replace the copied ones, so a model trained by
     another tool keeps the tokenizer (and chat template) the rest of the pipeline formats with.
+    With ``link``, files are hard-linked where possible (no second copy of the weights).
     """
     with atomic_dir(path) as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        shutil.copytree(src, tmp, dirs_exist_ok=True,
+                        copy_function=_link_or_copy if link else shutil.copy2)
         if tokenizer_from is not None:
             for name in TOKENIZER_FILES:
                 (tmp / name).unlink(missing_ok=True)

@@ -5,19 +5,22 @@ that names the key, the file and the fix:
 
 * ``models.<name>.path``: a folder with ``config.json`` and weights (``*.safetensors``,
   ``model.safetensors.index.json`` or ``pytorch_model*.bin``);
-* every OPD pair with a ``path:`` model: the same tokenizer (``tokenizer.json``) and the same
+* every OPD pair with a ``path:`` model (a ``from_experiment`` model counts as the model its
+  chain of experiments starts from, ``opd.model_refs.root_model``): the same tokenizer (``tokenizer.json``) and the same
   LM-head size (``config.json`` ``vocab_size``); tiny-world models share the world's tokenizer,
   of ``world.tokenizer.vocab_size`` tokens. A teacher with the student's tokenizer but another
   LM-head size is refused (the message says so and how to resize), not scored over the shared
   part: the trainers compare logits id for id over the whole head;
 * ``top_k`` (or ``metrics_k`` when ``top_k`` is 0) of an OPD experiment is at most the vocabulary;
-* user parquet files (``data.train``, ``data.benchmarks.*``, and ``data.selection.reference``
-  when an experiment selects prompts): the file exists and is parquet, has the columns of the
+* user parquet files (``data.train``, ``data.benchmarks.*``, ``experiments.<exp>.data``,
+  ``rollout.source`` when an experiment cold-starts, and ``data.selection.reference`` when an
+  experiment selects prompts): the file exists and is parquet, has the columns of the
   verl or MathArena format (``opd.data.datasets.detect_format``), has rows, has a ground truth
   in every row and no repeated problem id; read from the metadata and the ground-truth and id
   columns only;
-* ``data.dedup.encoder`` (when dedup is on) and ``data.selection.encoder`` (when prompts are
-  selected): a local sentence-transformers folder, when set.
+* ``data.dedup.encoder`` (when dedup is on), ``data.selection.encoder`` and
+  ``data.selection.dedup.encoder`` (when prompts are selected): a local sentence-transformers
+  folder, when set.
 
 ``config_warnings`` lists what is legal but probably not meant (greedy decoding with several
 samples, more rollout prompts than there are). No torch, no pandas at import.
@@ -32,6 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from opd.config import ConfigError, experiment_config
+from opd.model_refs import root_model
 
 WEIGHT_FILES = ("*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
                 "pytorch_model.bin.index.json")
@@ -74,8 +78,9 @@ def head_size(path: str) -> int | None:
 
 
 def _vocab(config: dict, model: str) -> tuple[int | None, str]:
-    """(vocabulary size, where it was read) of a model of the config."""
-    spec = config["models"][model]
+    """(vocabulary size, where it was read) of a model of the config (a model from an
+    experiment has the vocabulary of the model its chain of experiments starts from)."""
+    spec = config["models"][root_model(config, model)]
     if "path" in spec:
         return head_size(spec["path"]), f"vocab_size in {spec['path']}/config.json"
     return config["world"]["tokenizer"]["vocab_size"], "world.tokenizer.vocab_size"
@@ -105,7 +110,7 @@ def check_pair(config: dict, exp: str) -> None:
     student, teacher = spec["student"], spec.get("teacher")
     if spec["method"] != "opd" or teacher is None:
         return
-    paths = {m: models[m].get("path") for m in (student, teacher)}
+    paths = {m: models[root_model(config, m)].get("path") for m in (student, teacher)}
     if not any(paths.values()):
         return                                   # both tiny-world models: one world tokenizer
     key = f"experiments.{exp}.teacher"
@@ -249,13 +254,20 @@ def selects_prompts(config: dict) -> bool:
         e.get("prompts") == "selected" for e in config["experiments"].values())
 
 
+def cold_starts(config: dict) -> bool:
+    return any(e.get("cold_start") for e in config["experiments"].values())
+
+
 def dataset_sources(config: dict) -> list[tuple[str, str]]:
     """(key, parquet path) of every user dataset file a job of this config reads."""
     data = config["data"]
     specs = [("data.train", data["train"])] + [
-        (f"data.benchmarks.{b}", s) for b, s in data["benchmarks"].items()]
+        (f"data.benchmarks.{b}", s) for b, s in data["benchmarks"].items()] + [
+        (f"experiments.{e}.data", s["data"]) for e, s in config["experiments"].items() if s.get("data")]
     if selects_prompts(config):
         specs.append(("data.selection.reference", data["selection"]["reference"]))
+    if cold_starts(config) and (config.get("rollout") or {}).get("source"):
+        specs.append(("rollout.source", config["rollout"]["source"]))
     return [(f"{k}.source", s["source"]) for k, s in specs if not s["source"].startswith("world:")]
 
 
@@ -267,16 +279,19 @@ def check_data(config: dict) -> None:
     if dedup.get("enabled", True):
         check_encoder("data.dedup.encoder", dedup.get("encoder"))
     if selects_prompts(config):
-        check_encoder("data.selection.encoder", config["data"]["selection"].get("encoder"))
+        selection = config["data"]["selection"]
+        check_encoder("data.selection.encoder", selection.get("encoder"))
+        if (selection.get("dedup") or {}).get("enabled", True):
+            check_encoder("data.selection.dedup.encoder", (selection.get("dedup") or {}).get("encoder"))
 
 
 # ------------------------------------------------------------------------ warnings
 
 
 def available_prompts(config: dict) -> int | None:
-    """Rows of the training source before dedup: the world split's size, or the parquet's
-    row count from its metadata (None when it cannot be read)."""
-    source = config["data"]["train"]["source"]
+    """Rows of the cold-start prompt source (``rollout.source``, else ``data.train``) before
+    dedup: the world split's size, or the parquet's row count (None when it cannot be read)."""
+    source = rollout_source(config)["source"]
     if source.startswith("world:"):
         return (config.get("world") or {}).get("problems", {}).get("sizes", {}).get(source[6:])
     try:
@@ -285,6 +300,11 @@ def available_prompts(config: dict) -> int | None:
         return pq.ParquetFile(source).metadata.num_rows
     except Exception:
         return None
+
+
+def rollout_source(config: dict) -> dict:
+    """The dataset spec the teacher rollout reads: ``rollout.source``, else ``data.train``."""
+    return (config.get("rollout") or {}).get("source") or config["data"]["train"]
 
 
 def config_warnings(config: dict) -> list[str]:
@@ -300,10 +320,12 @@ def config_warnings(config: dict) -> list[str]:
                        f"repeats one response, so {what.format(n=n)}; set {section}.n: 1, or a "
                        "temperature > 0")
     prompts = (config.get("rollout") or {}).get("prompts")
-    if prompts and any(e.get("cold_start") for e in config["experiments"].values()):
+    if prompts and cold_starts(config):
         available = available_prompts(config)
+        own = bool((config.get("rollout") or {}).get("source"))
+        key, what = ("rollout.source", "cold-start") if own else ("data.train", "training")
         if available is not None and prompts > available:
-            out.append(f"rollout.prompts = {prompts} exceeds the {available} training prompts of "
-                       f"data.train ({config['data']['train']['source']}); the teacher rollout "
+            out.append(f"rollout.prompts = {prompts} exceeds the {available} {what} prompts of {key} "
+                       f"({rollout_source(config)['source']}); the teacher rollout "
                        f"is capped at {available} (fewer if dedup removes some)")
     return out

@@ -20,7 +20,9 @@ from opd.train.config import TrainConfig
 #: What one job asks the scheduler for when ``resources.<rule>`` leaves a key out.
 RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 4000, "runtime": 60}
 #: Rules whose default thread count differs (the embedding stages use two cores).
-RULE_RESOURCE_DEFAULTS = {"dedup_train": {"threads": 2}, "select_prompts": {"threads": 2}}
+RULE_RESOURCE_DEFAULTS = {rule: {"threads": 2} for rule in (
+    "dedup_train", "dedup_prompt_set", "dedup_rollout_prompts", "dedup_reference",
+    "dedup_reference_set", "select_prompts", "select_prompt_set")}
 
 
 class ConfigError(ValueError):
@@ -44,16 +46,34 @@ def experiment_config(config: dict, name: str) -> dict:
     merged = deep_merge(config.get("train_defaults", {}), exp.get("train", {}))
     merged["method"] = exp["method"]
     if merged.get("enable_thinking") is None:
-        merged["enable_thinking"] = config["models"][exp["student"]].get("enable_thinking")
+        from opd.model_refs import thinking_of
+
+        merged["enable_thinking"] = thinking_of(config, exp["student"])
     return merged
+
+
+def prompt_set(config: dict, name: str) -> str | None:
+    """The training set of experiment ``name``: None for the default (``data.train``), else the
+    experiment's name, when its ``data`` names another source or prompt style
+    (``results/data/sets/<name>/``)."""
+    data = config["experiments"][name].get("data")
+    if not data:
+        return None
+    default = config["data"]["train"]
+    same = (data["source"] == default["source"]
+            and data.get("prompt_style", "keep") == default.get("prompt_style", "keep"))
+    return None if same else name
 
 
 def uses_world(config: dict) -> bool:
     """Whether any dataset or model comes from the tiny world."""
     sources = [config["data"]["train"]["source"]] + [
-        b["source"] for b in config["data"]["benchmarks"].values()]
+        b["source"] for b in config["data"]["benchmarks"].values()] + [
+        e["data"]["source"] for e in config["experiments"].values() if e.get("data")]
     if "selection" in config["data"]:
         sources.append(config["data"]["selection"]["reference"]["source"])
+    if (config.get("rollout") or {}).get("source"):
+        sources.append(config["rollout"]["source"]["source"])
     return any(s.startswith("world:") for s in sources) or any(
         "world" in m for m in config["models"].values())
 
@@ -116,6 +136,9 @@ def check_config(config: dict) -> None:
     if bench not in config["data"]["benchmarks"]:
         raise ConfigError(f"figures.benchmark: {bench!r} is not one of data.benchmarks "
                           f"({sorted(config['data']['benchmarks'])})")
+    from opd.model_refs import check_model_refs
+
+    check_model_refs(config)
     world = config.get("world")
     if world:
         p = world["problems"]

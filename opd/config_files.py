@@ -6,9 +6,10 @@ file, line and column, or the key and the fix, instead of a schema error that na
 * ``load_config_file``: a YAML syntax error names the file, line and column;
 * ``resolve_alternatives``: where the schema asks for exactly one of several keys (``sft``:
   ``epochs`` | ``steps``; ``data.selection``: ``fraction`` | ``top_n``; ``models.<name>``:
-  ``world`` | ``path``), a key set to ``null`` counts as absent, and the key that the last config
-  file sets replaces the alternative an earlier file set, so an override file can switch from one
-  to the other. Both set in one file is an error that names both keys;
+  ``world`` | ``path`` | ``from_experiment``), a key set to ``null`` counts as absent, and the
+  key that the last config file sets replaces the alternative an earlier file set, so an
+  override file can switch from one to the other. Both set in one file is an error that names
+  both keys;
 * ``number_strings``: YAML 1.1 reads ``1e-4`` (no decimal point) as a string; where the schema
   wants a number the error names the key and says to write ``1.0e-4``.
 

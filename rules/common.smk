@@ -1,11 +1,19 @@
 # Path helpers and input functions (get_*). Every path under results/ follows from config names.
 from opd import backends
-from opd.config import checkpoint_steps, experiment_config, resource
+from opd.config import checkpoint_steps, experiment_config, prompt_set, resource
+from opd.model_refs import step_of, thinking_of
 
 R = "results"
 EXPERIMENTS = list(config["experiments"])
 BENCHMARKS = list(config["data"]["benchmarks"])
 WORLD_MODELS = [m for m, spec in config["models"].items() if "world" in spec]
+#: Models that are another experiment's checkpoint (results/models/<name>, rules/models.smk).
+FROM_EXPERIMENT_MODELS = [m for m, spec in config["models"].items() if "from_experiment" in spec]
+#: Experiments with a training set of their own (results/data/sets/<exp>/, rules/data.smk).
+PROMPT_SETS = sorted({prompt_set(config, e) for e in EXPERIMENTS} - {None})
+#: The mechanism figures of the figures rule (results/figures/<name>.png, report/<name>.rst).
+MECHANISM_FIGURES = ["overlap_vs_step", "entropy_vs_step", "reward_by_class", "by_position",
+                     "extreme_reward", "objective_ablation"]
 
 
 wildcard_constraints:
@@ -73,13 +81,13 @@ def with_thinking(section, thinking):
 
 
 def get_rollout_params(wildcards):
-    return with_thinking("rollout", config["models"][wildcards.teacher].get("enable_thinking"))
+    return with_thinking("rollout", thinking_of(config, wildcards.teacher))
 
 
 def get_eval_params(wildcards):
     kind, name, _ = split_model_key(wildcards.model)
     if kind == "base":
-        return with_thinking("eval", config["models"][name].get("enable_thinking"))
+        return with_thinking("eval", thinking_of(config, name))
     return with_thinking("eval", experiment_config(config, name).get("enable_thinking"))
 
 
@@ -88,9 +96,21 @@ def get_sft_params(wildcards):
 
 
 def get_base_model(name):
-    """Directory of a named model: built by the tiny world, or the user's local path."""
+    """Directory of a named model: built by the tiny world, the user's local path, or another
+    experiment's checkpoint exported by rule model_from_experiment."""
     spec = config["models"][name]
+    if "from_experiment" in spec:
+        return f"{R}/models/{name}"
     return spec["path"] if "path" in spec else f"{R}/world/models/{name}"
+
+
+def get_source_checkpoints(wildcards):
+    """The checkpoints folder of the experiment a ``from_experiment`` model comes from."""
+    return f"{R}/train/{config['models'][wildcards.from_model]['from_experiment']}/checkpoints"
+
+
+def get_source_step(wildcards):
+    return step_of(config, wildcards.from_model)
 
 
 def get_world_model_spec(wildcards):
@@ -133,19 +153,55 @@ def get_train_source(wildcards):
     return get_dataset_source(config["data"]["train"])
 
 
+def get_prompt_set_spec(wildcards):
+    """The dataset spec of an experiment's own training set."""
+    return canonical(config["experiments"][wildcards.prompt_set]["data"])
+
+
+def get_prompt_set_source(wildcards):
+    return get_dataset_source(config["experiments"][wildcards.prompt_set]["data"])
+
+
+def get_rollout_source(wildcards):
+    return get_dataset_source(config["rollout"]["source"])
+
+
 def get_selection_reference(wildcards):
     return get_dataset_source(config["data"]["selection"]["reference"])
 
 
+def get_selection_params(wildcards=None):
+    """``data.selection`` without its ``dedup`` block (the dedup rule's parameter)."""
+    return {k: v for k, v in get_section("data", "selection").items() if k != "dedup"}
+
+
+def data_dir(name):
+    """Folder of a training set: results/data (``data.train``) or results/data/sets/<name>."""
+    return f"{R}/data" if name is None else f"{R}/data/sets/{name}"
+
+
 def get_train_prompts(wildcards):
-    """Deduplicated training prompts, or the teacher-aligned selection of them."""
+    """The experiment's deduplicated training prompts, or the teacher-aligned selection of them."""
     exp = config["experiments"][wildcards.exp]
-    return f"{R}/data/selected.parquet" if exp.get("prompts") == "selected" else f"{R}/data/train.parquet"
+    folder = data_dir(prompt_set(config, wildcards.exp))
+    return f"{folder}/selected.parquet" if exp.get("prompts") == "selected" else f"{folder}/train.parquet"
+
+
+def get_rollout_prompts(wildcards):
+    """The cold-start prompts: ``rollout.source`` deduplicated, else the training prompts."""
+    if (config.get("rollout") or {}).get("source"):
+        return f"{R}/data/rollout_prompts.parquet"
+    return f"{R}/data/train.parquet"
 
 
 def get_experiment_params(wildcards):
     """The resolved training config; a change reruns this experiment only."""
     return canonical(experiment_config(config, wildcards.exp))
+
+
+def get_resolved_experiments(wildcards=None):
+    """Every experiment's resolved training config (the figures compare their objectives)."""
+    return canonical({name: experiment_config(config, name) for name in EXPERIMENTS})
 
 
 def get_teacher_name(wildcards):
@@ -239,9 +295,74 @@ def get_all_grades(wildcards=None):
     return [f"{R}/grades/{m}/{b}.json" for m in model_keys() for b in BENCHMARKS]
 
 
+def probe_experiments():
+    """The OPD experiments whose models are probed (none with ``probe.enabled: false``)."""
+    if not config.get("probe", {}).get("enabled", True):
+        return []
+    return [e for e in EXPERIMENTS if config["experiments"][e]["method"] == "opd"]
+
+
+def probe_benchmarks():
+    """``probe.benchmarks``, or the figures' benchmark."""
+    benches = config.get("probe", {}).get("benchmarks") or [config["figures"]["benchmark"]]
+    unknown = sorted(set(benches) - set(BENCHMARKS))
+    if unknown:
+        raise ValueError(f"probe.benchmarks: {unknown} are not in data.benchmarks ({sorted(BENCHMARKS)})")
+    return benches
+
+
+def probe_model_keys(name):
+    """The models of experiment ``name`` a probe scores: all it evaluates but the teacher."""
+    teacher = config["experiments"][name].get("teacher")
+    return [k for k in experiment_model_keys(name) if k != teacher]
+
+
+def get_probes(ext):
+    """Input function: every probe's ``ext`` file (``json`` summary or ``parquet`` tokens)."""
+
+    def probes(wildcards=None):
+        return [f"{R}/probe/{e}/{m}/{b}.{ext}" for e in probe_experiments()
+                for m in probe_model_keys(e) for b in probe_benchmarks()]
+
+    return probes
+
+
+def get_probe_teacher(wildcards):
+    return get_base_model(config["experiments"][wildcards.exp]["teacher"])
+
+
+def get_probe_objective(wildcards):
+    """The experiment's resolved objective: its top-k, temperatures and metric settings."""
+    return canonical(experiment_config(config, wildcards.exp).get("objective", {}))
+
+
+def get_probe_settings(wildcards):
+    """What a probe's result depends on: ``max_tokens`` and ``batch_size``."""
+    section = config.get("probe", {})
+    return {"max_tokens": section.get("max_tokens"), "batch_size": section.get("batch_size", 64)}
+
+
+def get_probe_thinking(wildcards):
+    """The chat-template switch the model's evaluation generations used."""
+    return get_eval_params(wildcards).get("enable_thinking")
+
+
+def get_probe_gpus(wildcards):
+    """GPUs of one probe job: ``resources.probe.gpu`` (0 unless set; the paper config sets 1)."""
+    return config.get("resources", {}).get("probe", {}).get("gpu", 0)
+
+
 def get_final_outputs():
     return [
         f"{R}/figures/accuracy_vs_step.png",
         f"{R}/figures/training_dynamics.png",
         f"{R}/tables/summary.csv",
+    ] + [f"{R}/figures/{name}.png" for name in MECHANISM_FIGURES] + [
+        f"{R}/tables/claims.csv",
+        f"{R}/figures/claims.png",
     ]
+
+
+def get_claims_grades(wildcards=None):
+    """The grades on ``figures.benchmark`` of every evaluated model (the claims' accuracies)."""
+    return [f"{R}/grades/{m}/{config['figures']['benchmark']}.json" for m in model_keys()]

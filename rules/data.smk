@@ -1,4 +1,9 @@
-# Datasets: benchmarks normalised to the project's row format; training prompts deduplicated.
+# Datasets: benchmarks normalised to the project's row format; training prompts deduplicated
+# against the benchmarks; the selection reference deduplicated against the training set; the
+# teacher-aligned selection. The default training set (data.train) lives in results/data/, an
+# experiment's own set (experiments.<exp>.data) in results/data/sets/<exp>/, the cold-start
+# prompts (rollout.source) in results/data/rollout_prompts.parquet. The *_set rules run the
+# same stage functions as their default-set rules (aliases in opd/stages/data.py).
 
 
 rule prepare_benchmark:
@@ -46,15 +51,115 @@ rule dedup_train:
         "../scripts/stage.py"
 
 
+rule dedup_prompt_set:
+    input:
+        source=get_prompt_set_source,
+        reference=expand(f"{R}/data/benchmarks/{{bench}}.parquet", bench=BENCHMARKS),
+    output:
+        train=f"{R}/data/sets/{{prompt_set}}/train.parquet",
+        report=f"{R}/data/sets/{{prompt_set}}/dedup_report.json",
+    params:
+        spec=get_prompt_set_spec,
+        dedup=get_section("data", "dedup"),
+    wildcard_constraints:
+        prompt_set="|".join(PROMPT_SETS) or "^$",
+    threads: get_resource("dedup_prompt_set", "threads")
+    resources:
+        mem_mb=get_resource("dedup_prompt_set", "mem_mb"),
+        runtime=get_resource("dedup_prompt_set", "runtime"),
+    log:
+        f"{R}/logs/dedup_prompt_set/{{prompt_set}}.log",
+    benchmark:
+        f"{R}/benchmarks/dedup_prompt_set/{{prompt_set}}.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/stage.py"
+
+
+rule dedup_rollout_prompts:
+    input:
+        source=get_rollout_source,
+        reference=expand(f"{R}/data/benchmarks/{{bench}}.parquet", bench=BENCHMARKS),
+    output:
+        train=f"{R}/data/rollout_prompts.parquet",
+        report=f"{R}/data/rollout_dedup_report.json",
+    params:
+        spec=get_section("rollout", "source"),
+        dedup=get_section("data", "dedup"),
+    threads: get_resource("dedup_rollout_prompts", "threads")
+    resources:
+        mem_mb=get_resource("dedup_rollout_prompts", "mem_mb"),
+        runtime=get_resource("dedup_rollout_prompts", "runtime"),
+    log:
+        f"{R}/logs/dedup_rollout_prompts.log",
+    benchmark:
+        f"{R}/benchmarks/dedup_rollout_prompts.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/stage.py"
+
+
+rule dedup_reference:
+    input:
+        source=get_selection_reference,
+        train=f"{R}/data/train.parquet",
+    output:
+        reference=f"{R}/data/reference.parquet",
+        report=f"{R}/data/reference_dedup_report.json",
+    params:
+        spec=get_section("data", "selection", "reference"),
+        dedup=get_section("data", "selection", "dedup"),
+    threads: get_resource("dedup_reference", "threads")
+    resources:
+        mem_mb=get_resource("dedup_reference", "mem_mb"),
+        runtime=get_resource("dedup_reference", "runtime"),
+    log:
+        f"{R}/logs/dedup_reference.log",
+    benchmark:
+        f"{R}/benchmarks/dedup_reference.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/stage.py"
+
+
+rule dedup_reference_set:
+    input:
+        source=get_selection_reference,
+        train=f"{R}/data/sets/{{prompt_set}}/train.parquet",
+    output:
+        reference=f"{R}/data/sets/{{prompt_set}}/reference.parquet",
+        report=f"{R}/data/sets/{{prompt_set}}/reference_dedup_report.json",
+    params:
+        spec=get_section("data", "selection", "reference"),
+        dedup=get_section("data", "selection", "dedup"),
+    wildcard_constraints:
+        prompt_set="|".join(PROMPT_SETS) or "^$",
+    threads: get_resource("dedup_reference_set", "threads")
+    resources:
+        mem_mb=get_resource("dedup_reference_set", "mem_mb"),
+        runtime=get_resource("dedup_reference_set", "runtime"),
+    log:
+        f"{R}/logs/dedup_reference_set/{{prompt_set}}.log",
+    benchmark:
+        f"{R}/benchmarks/dedup_reference_set/{{prompt_set}}.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/stage.py"
+
+
 rule select_prompts:
     input:
         train=f"{R}/data/train.parquet",
-        reference=get_selection_reference,
+        reference=f"{R}/data/reference.parquet",
     output:
         selected=f"{R}/data/selected.parquet",
         report=f"{R}/data/selection_report.json",
     params:
-        selection=get_section("data", "selection"),
+        selection=get_selection_params,
     threads: get_resource("select_prompts", "threads")
     resources:
         mem_mb=get_resource("select_prompts", "mem_mb"),
@@ -63,6 +168,31 @@ rule select_prompts:
         f"{R}/logs/select_prompts.log",
     benchmark:
         f"{R}/benchmarks/select_prompts.tsv"
+    conda:
+        "../envs/core.yaml"
+    script:
+        "../scripts/stage.py"
+
+
+rule select_prompt_set:
+    input:
+        train=f"{R}/data/sets/{{prompt_set}}/train.parquet",
+        reference=f"{R}/data/sets/{{prompt_set}}/reference.parquet",
+    output:
+        selected=f"{R}/data/sets/{{prompt_set}}/selected.parquet",
+        report=f"{R}/data/sets/{{prompt_set}}/selection_report.json",
+    params:
+        selection=get_selection_params,
+    wildcard_constraints:
+        prompt_set="|".join(PROMPT_SETS) or "^$",
+    threads: get_resource("select_prompt_set", "threads")
+    resources:
+        mem_mb=get_resource("select_prompt_set", "mem_mb"),
+        runtime=get_resource("select_prompt_set", "runtime"),
+    log:
+        f"{R}/logs/select_prompt_set/{{prompt_set}}.log",
+    benchmark:
+        f"{R}/benchmarks/select_prompt_set/{{prompt_set}}.tsv"
     conda:
         "../envs/core.yaml"
     script:

@@ -1,10 +1,10 @@
-# Teacher rollouts on the training prompts, rejection-sampled: the cold-start SFT dataset.
+# Teacher rollouts on the training prompts (or rollout.source), rejection-sampled: the cold-start SFT dataset.
 
 
 rule teacher_rollout:
     input:
         teacher=get_rollout_teacher,
-        prompts=f"{R}/data/train.parquet",
+        prompts=get_rollout_prompts,
     output:
         rollouts=f"{R}/rollout/{{teacher}}/rollouts.parquet",
         stats=f"{R}/rollout/{{teacher}}/stats.json",

@@ -12,6 +12,7 @@ rule train:
         train=get_experiment_params,
         backend=get_backend("train"),
         seed=config["seed"],
+        logging=get_section("logging"),
     threads: get_resource("train", "threads")
     resources:
         mem_mb=get_resource("train", "mem_mb"),

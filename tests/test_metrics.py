@@ -102,3 +102,16 @@ def test_summarize_rejects_non_booleans(column, shown):
     assert shown in str(err.value)
     with pytest.raises(ValueError, match="'format_error'"):
         summarize(_verdicts([True, False, False, False], format_error=column))
+
+
+def test_mean_score_standard_error_clusters_samples_by_problem():
+    """Two problems, solved 4/4 and 0/4: per-problem means 1 and 0, std 0.7071, SE 0.5."""
+    import pandas as pd
+
+    from opd.grading.metrics import summarize
+
+    rows = [{"problem_id": p, "sample_idx": i, "response": "r", "correct": p == "a",
+             "format_error": False, "n_tokens": 3} for p in ("a", "b") for i in range(4)]
+    s = summarize(pd.DataFrame(rows))
+    assert s["mean_score"] == 0.5
+    assert abs(s["mean_score_se"] - 0.5) < 1e-12

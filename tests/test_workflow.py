@@ -93,9 +93,12 @@ def test_end_to_end_produces_every_artifact(run):
         assert len(pd.read_parquet(r / f"grades/{m}/tiny_eval.verdicts.parquet")) == 24
     table = pd.read_csv(r / "tables/summary.csv")
     assert set(models) <= set(table["model"])
-    gap = table.set_index("model")["gap_recovered"]
-    assert gap[["opd.step0002", "opd.step0004", "opd_coldstart.sft"]].notna().all()
-    assert gap[["student", "teacher", "grpo.step0004"]].isna().all()
+    t = table.set_index("model")
+    acc_s, acc_t = t.loc["student", "mean_score"], t.loc["teacher", "mean_score"]
+    for m in ("opd.step0002", "opd.step0004", "opd_coldstart.sft"):
+        want = (t.loc[m, "mean_score"] - acc_s) / (acc_t - acc_s) if acc_t > acc_s else float("nan")
+        assert t.loc[m, "gap_recovered"] == pytest.approx(want, nan_ok=True), m
+    assert t.loc[["student", "teacher", "grpo.step0004"], "gap_recovered"].isna().all()
     for fig in FIGURES:
         assert (r / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # probes: every model of each OPD experiment but its teacher, on the figures' benchmark
@@ -104,8 +107,24 @@ def test_end_to_end_produces_every_artifact(run):
               (("opd", ["student", "opd.step0002", "opd.step0004"]),
                ("opd_aligned", ["student", "opd_aligned.step0002", "opd_aligned.step0004"]),
                ("opd_coldstart", ["student", "opd_coldstart.sft", "opd_coldstart.step0002",
-                                  "opd_coldstart.step0004"])) for m in ms]
-    assert probed == sorted(expect)
+                                  "opd_coldstart.step0004"]),
+               ("opd_grpo_teacher", ["student", "opd_grpo_teacher.step0002"])) for m in ms]
+    assert set(expect) <= set(probed)
+    assert not [p for p in probed if p.startswith("grpo/") or "/teacher/" in p]   # no GRPO run, no teacher
+    # a model from an experiment: grpo's final checkpoint, hard-linked, taught opd_grpo_teacher
+    exported = r / "models/grpo_student/model.safetensors"
+    assert exported.stat().st_ino == (r / "train/grpo/checkpoints/step_0004/model.safetensors").stat().st_ino
+    assert json.loads((r / "train/opd_grpo_teacher/config.json").read_text())["resolved"]["steps"] == 2
+    assert (r / "grades/grpo_student/tiny_eval.json").exists()
+    # its own prompt set: the held-out problems, deduplicated against the benchmarks apart
+    own = pd.read_parquet(r / "data/sets/opd_grpo_teacher/train.parquet")
+    assert len(own) > 0 and all("-heldout-" in e["problem_id"] for e in own["extra_info"])
+    assert json.loads((r / "data/sets/opd_grpo_teacher/dedup_report.json").read_text())["n_candidates"] == 8
+    # the selection reference, deduplicated against the training set, every removed pair named
+    ref_report = json.loads((r / "data/reference_dedup_report.json").read_text())
+    assert ref_report["threshold"] == 0.99 and ref_report["n_candidates"] == 600
+    assert len(ref_report["removed_pairs"]) == 600 - ref_report["n_kept"] == 600 - len(pd.read_parquet(r / "data/reference.parquet"))
+    assert all(p["similarity"] >= 0.99 for p in ref_report["removed_pairs"])
     summary = json.loads((r / "probe/opd/opd.step0004/tiny_eval.json").read_text())
     tokens = pd.read_parquet(r / "probe/opd/opd.step0004/tiny_eval.parquet")
     assert summary["n_tokens"] == len(tokens) > 0 and summary["chunk_tokens"] == 16
@@ -120,9 +139,12 @@ def test_end_to_end_produces_every_artifact(run):
 
 
 def test_report_embeds_every_figure(run, tmp_path):
-    """`snakemake --report` (the `make report` command), opened in headless Chromium: every figure
-    and the summary table are embedded in the page the browser builds."""
-    import base64
+    """`snakemake --report` (the `make report` command), opened in headless Chromium: the page
+    renders its categories, and every figure it embeds decodes in the browser to the PNG that the
+    figures rule drew, with its caption; the summary table is there too."""
+    import html as htmllib
+
+    from PIL import Image
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -130,19 +152,27 @@ def test_report_embeds_every_figure(run, tmp_path):
     wd, _ = run
     report = wd / "results" / "report.html"
     snakemake(wd, "--report", str(report))
-    html = report.read_text()
-    for fig in FIGURES:   # embedded as data, not linked
-        data = base64.b64encode((wd / "results/figures" / fig).read_bytes()).decode()
-        assert data[:2000] in html, fig
+    page = report.read_text()
+    checked = tmp_path / "report_checked.html"
+    cut = page.rindex("</body>")
+    checked.write_text(page[:cut] + (ROOT / "tests" / "report_check.html").read_text() + page[cut:])
     out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                           "--disable-component-update", "--disable-sync", "--no-first-run",
-                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-                          "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180,
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+                          "--dump-dom", checked.as_uri()], capture_output=True, text=True, timeout=180,
                          stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr[-2000:]
     dom = out.stdout
-    for fig in FIGURES + ("summary.csv",):
-        assert fig in dom, f"{fig} is not in the rendered report"
+    rendered = re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S))
+    assert {"Figures", "Mechanism", "Tables"} <= set(rendered.split()), "the report app did not render"
+    found = re.search(r'<pre id="opd-report-check">(.*?)</pre>', dom, re.S)
+    assert found, "the in-page check did not finish"
+    seen = json.loads(htmllib.unescape(found.group(1)))
+    for fig in FIGURES:
+        path = f"results/figures/{fig}"
+        assert seen["images"].get(path) == list(Image.open(wd / path).size), fig   # decoded by the browser
+        assert seen["captions"][path] > 50, f"{fig} has no caption"
+    assert seen["categories"]["results/tables/summary.csv"] == "Tables"
 
 
 def test_second_run_has_nothing_to_do(run):
@@ -167,9 +197,11 @@ def test_changing_one_experiment_reruns_only_it(run, tmp_path):
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(wd, configs=(changed,))
-    assert jobs.get("train") == 1
-    assert jobs.get("eval_generate") == 2 and jobs.get("grade") == 2  # grpo's two checkpoints
-    assert set(jobs) == {"train", "eval_generate", "grade", "figures", "all"}
+    # grpo, and what depends on its result (models.grpo_student): the export, the experiment it
+    # teaches, their evaluations (grpo's 2 checkpoints, grpo_student, opd_grpo_teacher's 1) and
+    # that experiment's probes (its student and checkpoint); the figures and claims read them all
+    assert jobs == {"train": 2, "model_from_experiment": 1, "eval_generate": 4, "grade": 4, "probe": 2,
+                    "figures": 1, "claims": 1, "all": 1}
 
 
 def _override(tmp_path, name, extra: dict):
@@ -186,9 +218,10 @@ def test_switching_the_sft_backend_reruns_only_the_cold_start(run, tmp_path):
     cfg = _override(tmp_path, "lf.yaml", {"backends": {"sft": "llamafactory"},
                                           "stacks": {"llamafactory": sys.executable}})
     jobs = planned_jobs(wd, configs=(cfg,))
-    # opd_coldstart: its SFT, its training, and the evaluation and probe of the SFT model and 2 checkpoints
-    assert jobs == {"sft_cold_start": 1, "train": 1, "eval_generate": 3, "grade": 3, "probe": 3, "figures": 1,
-                    "all": 1}
+    # every re-evaluated model belongs to an OPD experiment, so each is probed again too
+    assert jobs.pop("probe", 0) == jobs.get("eval_generate")
+    # opd_coldstart: its SFT, its training, and the evaluation of the SFT model and 2 checkpoints
+    assert jobs == {"sft_cold_start": 1, "train": 1, "eval_generate": 3, "grade": 3, "figures": 1, "all": 1}
 
 
 def test_switching_the_generation_backend_reruns_generation_and_what_follows(run, tmp_path):

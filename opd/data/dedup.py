@@ -20,9 +20,10 @@ drops spaces next to symbols, so ``"Find $x + y$ ."`` and ``"find x+y"`` are equ
 ``(1,2)`` and ``(12)`` stay different.
 
 The report records the counts per phase, the settings, timings, the removed problem ids per
-phase, quantiles of the nearest-reference similarity, and example pairs (candidate, nearest
+phase, quantiles of the nearest-reference similarity, example pairs (candidate, nearest
 reference question, similarity): exact matches, semantic removals across the removed range,
-and the kept candidates closest to the threshold.
+and the kept candidates closest to the threshold; and ``removed_pairs``, every removed
+candidate with the question it duplicates and their similarity.
 
     >>> kept, report = dedup(deepmath, dapo, threshold=0.9)
 """
@@ -105,11 +106,11 @@ def dedup(candidates: pd.DataFrame, reference: pd.DataFrame, encoder_path: str |
         ref_first.setdefault(normalize_question(q), j)
     exact = np.array([n in ref_first for n in cand_norm], dtype=bool)
     within = np.zeros(len(cand), dtype=bool)
-    seen: set[str] = set()
+    first: dict[str, int] = {}                   # normalised text -> first candidate with it
     for i, n in enumerate(cand_norm):
         if not exact[i]:
-            within[i] = n in seen
-            seen.add(n)
+            within[i] = n in first
+            first.setdefault(n, i)
     timings["exact_s"] = time.perf_counter() - t0
 
     # phase 2: nearest reference question by cosine similarity
@@ -164,6 +165,8 @@ def dedup(candidates: pd.DataFrame, reference: pd.DataFrame, encoder_path: str |
             "semantic": cand["problem_id"][semantic].tolist(),
         },
         "examples": _examples(cand, ref, best, nearest, exact, semantic, keep, n_examples),
+        "removed_pairs": _removed_pairs(cand, ref, cand_norm, first, best, nearest, exact, within,
+                                        semantic),
     }
     return candidates.iloc[np.flatnonzero(keep)].reset_index(drop=True), report
 
@@ -185,6 +188,22 @@ def example(cand: pd.DataFrame, ref: pd.DataFrame, i: int, j: int, sim: float,
         "reference": ref["question"].iat[j][:width] if j >= 0 else None,
         "similarity": round(float(sim), 4),
     }
+
+
+def _removed_pairs(cand, ref, cand_norm, first, best, nearest, exact, within, semantic) -> list:
+    """Every removed candidate with what it duplicates, in candidate order: ``phase`` (exact,
+    within_candidates, semantic), the candidate, its match (for ``within_candidates`` the earlier
+    candidate it repeats; texts cut to 300 characters) and their similarity (1.0 when exact)."""
+    out = []
+    for i in np.flatnonzero(exact | within | semantic):
+        if within[i]:
+            pair = example(cand, cand, int(i), first[cand_norm[i]], 1.0)
+            phase = "within_candidates"
+        else:
+            pair = example(cand, ref, int(i), int(nearest[i]), best[i])
+            phase = "exact" if exact[i] else "semantic"
+        out.append({"phase": phase, **pair})
+    return out
 
 
 def _examples(cand, ref, best, nearest, exact, semantic, keep, n: int) -> dict:

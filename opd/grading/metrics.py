@@ -82,7 +82,8 @@ def summarize(verdicts) -> dict:
     """Benchmark numbers from one row per (problem, sample); see the module docstring.
 
     Keys: ``n_problems``, ``n_samples`` (per problem; the minimum if it varies, with
-    ``n_samples_varies`` True), ``n_rollouts``, ``mean_score`` (avg@n), ``best_score``
+    ``n_samples_varies`` True), ``n_rollouts``, ``mean_score`` (avg@n) and ``mean_score_se``
+    (its standard error, samples clustered by problem), ``best_score``
     (pass@n), ``solve_none``, ``solve_all``, ``avg_output_length``, ``format_error_rollouts``
     (count), ``format_error_rate``, ``distinct_4gram``, and ``pass@k`` for k = 1, 2, 4, ...
     up to ``n_samples`` plus ``n_samples`` itself (unbiased, each problem with its own n).
@@ -104,6 +105,9 @@ def summarize(verdicts) -> dict:
         "n_samples_varies": bool(per["size"].nunique() > 1),
         "n_rollouts": int(len(df)),
         "mean_score": float(per["mean"].mean()),
+        # standard error of avg@n with samples clustered by problem: std of the per-problem
+        # means over sqrt(problems) (0 for a single problem)
+        "mean_score_se": float(per["mean"].std(ddof=1) / len(per) ** 0.5) if len(per) > 1 else 0.0,
         "best_score": float((per["sum"] > 0).mean()),
         "solve_none": float((per["sum"] == 0).mean()),
         "solve_all": float((per["sum"] == per["size"]).mean()),

@@ -38,8 +38,11 @@ class OPDConfig:
     """OPD objective configuration.
 
     Fields beyond the brief: ``metrics_k`` (top-k used for the mechanism statistics when
-    ``top_k == 0``; when ``top_k > 0`` the statistics use ``top_k``) and ``loss_scale_factor``
-    (the divisor of ``seq-mean-token-sum-norm``; ``None`` = padded response length L).
+    ``top_k == 0``; when ``top_k > 0`` the statistics use ``top_k``), ``metrics_chunk_tokens``
+    (response tokens per absolute-position chunk of the mechanism metrics, ``opd/<stat>_chunk{j}``;
+    the authors log 1,024-token chunks) and ``loss_scale_factor`` (the divisor of
+    ``seq-mean-token-sum-norm``; ``None`` = padded response length L) and ``tail_bucket`` (one
+    extra candidate for all tokens outside the candidate set, see ``opd.objectives.topk``).
     """
 
     top_k: int = 16
@@ -60,7 +63,9 @@ class OPDConfig:
     kl_loss_type: str = "low_var_kl"
     chunk_size: int = 1024
     metrics_k: int = 16
+    metrics_chunk_tokens: int = 1024
     loss_scale_factor: Optional[float] = None
+    tail_bucket: bool = False
 
     def __post_init__(self) -> None:
         from .registry import ADV_ESTIMATORS, POLICY_LOSSES
@@ -90,10 +95,10 @@ class OPDConfig:
             raise bad("clip_ratio_c", "a float > 1 (dual-clip lower bound)")
         if not _is_num(self.kl_loss_coef) or self.kl_loss_coef < 0:
             raise bad("kl_loss_coef", "a float >= 0")
-        for field in ("norm_adv_by_std", "use_kl_loss"):
+        for field in ("norm_adv_by_std", "use_kl_loss", "tail_bucket"):
             if not isinstance(getattr(self, field), bool):
                 raise bad(field, "True or False")
-        for field in ("chunk_size", "metrics_k"):
+        for field in ("chunk_size", "metrics_k", "metrics_chunk_tokens"):
             if not _is_int(getattr(self, field)) or getattr(self, field) < 1:
                 raise bad(field, "an int >= 1")
         if self.loss_scale_factor is not None and (not _is_num(self.loss_scale_factor)
@@ -106,10 +111,13 @@ class OPDConfig:
 
     @property
     def num_candidates(self) -> int:
-        """M, the candidate count per position: 1 (top_k=0), 2k (union, union-intersection) or k."""
+        """M, the candidate count per position: 1 (top_k=0), 2k (union, union-intersection) or k,
+        plus one with ``tail_bucket``."""
         if self.top_k == 0:
-            return 1
-        return 2 * self.top_k if self.strategy in ("union", "union-intersection") else self.top_k
+            m = 1
+        else:
+            m = 2 * self.top_k if self.strategy in ("union", "union-intersection") else self.top_k
+        return m + int(self.tail_bucket)
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "OPDConfig":

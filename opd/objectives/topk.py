@@ -35,6 +35,16 @@ Non-finite log-probs (``-inf`` logits, e.g. masked vocabulary) -- the choices ma
 A position with no valid candidate gets all-zero weights and rewards (never NaN).
 Computation runs in float32, or float64 for float64 inputs.
 
+Tail bucket (``tail_bucket=True``, beyond the paper): one extra candidate per position, last
+(M+1 in all), id ``TAIL_ID``, standing for every token outside the position's valid candidates
+C. Its log-probs are ``S_tail = log(1 - sum_{c in C} exp S[c])`` and ``T_tail`` likewise
+(``log1mexp`` of a logsumexp, stable on both ends; T floored like the others), it is valid when
+C is non-empty and ``S_tail`` is above the rounding noise of the sum, ``log(4 M eps)`` (a C
+covering the whole vocabulary leaves a zero-mass tail: invalid, no NaN; a teacher tail below
+that noise takes the floor), its weight takes part in the weight mode's normalisation and
+its reward is ``-(S_tail - T_tail) * w_tail``. Pushing a candidate down then moves mass into a
+bucket the objective sees, instead of out of sight (the leak the README describes).
+
     >>> out = topk_rewards(student_logits, teacher_logits, top_k=16, strategy="union",
     ...                    weight_mode="student_p", student_temperature=0.7)
     >>> out.ids.shape, out.rewards.shape, out.valid.shape        # [..., 32] each
@@ -51,6 +61,8 @@ from .config import STRATEGIES, WEIGHT_MODES
 
 #: Teacher log-prob floor, log(torch.finfo(torch.float32).tiny) ~ -87.3365.
 LOGP_FLOOR = math.log(torch.finfo(torch.float32).tiny)
+#: The id of the tail-bucket candidate (not a token).
+TAIL_ID = -1
 
 
 class TopkRewards(NamedTuple):
@@ -148,13 +160,48 @@ def candidates(s_val: torch.Tensor, s_ids: torch.Tensor, t_val: torch.Tensor, t_
                            t_mem & ~isin_rows(t_ids, s_ids, s_mem)], -1)
 
 
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, stable near 0 and for very negative x; -inf at x >= 0."""
+    x = x.clamp(max=0.0)
+    small = x > -math.log(2.0)
+    a = torch.log(-torch.expm1(torch.where(small, x, torch.full_like(x, -1.0))))
+    b = torch.log1p(-torch.exp(torch.where(small, torch.full_like(x, -1.0), x)))
+    return torch.where(small, a, b)
+
+
+def tail_logp(logp_c: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """log(1 - sum_{valid c} exp logp_c): the log-mass outside the valid candidates; [..., M] -> [...]."""
+    masked = torch.where(valid, logp_c, torch.full_like(logp_c, float("-inf")))
+    return log1mexp(torch.logsumexp(masked, dim=-1))
+
+
+def append_tail(d: TopkDetails, weight_mode: str, renormalise: bool) -> TopkDetails:
+    """``d`` [..., M] with the tail-bucket candidate appended ([..., M+1]); weights and rewards of
+    every candidate recomputed so the tail's weight takes part in the normalisation."""
+    s_tail = tail_logp(d.student_logp, d.valid)
+    t_tail = tail_logp(d.teacher_logp, d.valid)
+    # below the rounding noise of summing the candidates' probabilities the tail has no mass
+    noise = math.log(max(d.valid.shape[-1], 1) * 4 * torch.finfo(s_tail.dtype).eps)
+    t_tail = floor_teacher(torch.where(t_tail > noise, t_tail, torch.full_like(t_tail, LOGP_FLOOR)))
+    tail_valid = d.valid.any(-1) & (s_tail > noise)
+    zero = torch.zeros_like(s_tail)
+    s_c = torch.cat([d.student_logp, torch.where(tail_valid, s_tail, zero).unsqueeze(-1)], -1)
+    t_c = torch.cat([d.teacher_logp, torch.where(tail_valid, t_tail, zero).unsqueeze(-1)], -1)
+    valid = torch.cat([d.valid, tail_valid.unsqueeze(-1)], -1)
+    ids = torch.cat([d.ids, torch.full_like(d.ids[..., :1], TAIL_ID)], -1)
+    weights = candidate_weights(s_c, t_c, valid, weight_mode, renormalise)
+    rewards = torch.where(valid, -(s_c - t_c) * weights, torch.zeros_like(s_c))
+    return TopkDetails(ids, rewards, valid, weights, s_c, t_c)
+
+
 def topk_details(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: int, strategy: str,
-                 weight_mode: str, tokens: Optional[torch.Tensor] = None) -> TopkDetails:
+                 weight_mode: str, tokens: Optional[torch.Tensor] = None,
+                 tail_bucket: bool = False) -> TopkDetails:
     """Candidates, validity, weights and rewards from *log-probabilities* S, T [..., V].
 
     Same semantics as ``topk_rewards`` but the caller already applied the temperatures and
     log_softmax (used by the chunked path).  ``tokens`` [...] long is needed for top_k = 0.
-    Returns ``TopkDetails``, each field [..., M].
+    Returns ``TopkDetails``, each field [..., M] ([..., M+1] with ``tail_bucket``).
     """
     check_names(strategy, weight_mode)
     if student_logp.shape != teacher_logp.shape:
@@ -175,7 +222,8 @@ def topk_details(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: 
         s_c = torch.where(valid, s_c, torch.zeros_like(s_c))
         t_c = torch.where(valid, floor_teacher(t_c), torch.zeros_like(t_c))
         weights = valid.to(S.dtype)
-        return TopkDetails(ids, -(s_c - t_c) * weights, valid, weights, s_c, t_c)
+        d = TopkDetails(ids, -(s_c - t_c) * weights, valid, weights, s_c, t_c)
+        return append_tail(d, "none", renormalise=False) if tail_bucket else d
 
     V = S.shape[-1]
     if top_k > V:
@@ -191,7 +239,8 @@ def topk_details(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: 
     weights = candidate_weights(s_c, t_c, valid, weight_mode,
                                 renormalise=strategy != "union-intersection")
     rewards = torch.where(valid, -(s_c - t_c) * weights, zero)
-    return TopkDetails(ids, rewards, valid, weights, s_c, t_c)
+    d = TopkDetails(ids, rewards, valid, weights, s_c, t_c)
+    return append_tail(d, weight_mode, strategy != "union-intersection") if tail_bucket else d
 
 
 def log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -203,7 +252,7 @@ def log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def topk_rewards(student_logits: torch.Tensor, teacher_logits: torch.Tensor, top_k: int, strategy: str,
                  weight_mode: str, student_temperature: float = 1.0, teacher_temperature: float = 1.0,
-                 tokens: Optional[torch.Tensor] = None) -> TopkRewards:
+                 tokens: Optional[torch.Tensor] = None, tail_bucket: bool = False) -> TopkRewards:
     """Per-candidate OPD rewards from full logits.
 
     Args:
@@ -212,6 +261,7 @@ def topk_rewards(student_logits: torch.Tensor, teacher_logits: torch.Tensor, top
         strategy: one of ``STRATEGIES``; weight_mode: one of ``WEIGHT_MODES``.
         student_temperature, teacher_temperature: T_s, T_t > 0.
         tokens: [...] long sampled ids (only used when top_k = 0).
+        tail_bucket: append the tail-bucket candidate (module docstring); M grows by one.
     Returns:
         ``TopkRewards(ids [..., M] long, rewards [..., M] float, valid [..., M] bool)`` with
         M = k (only_stu, only_tch, intersection), 2k (union, union-intersection), 1 (top_k=0).
@@ -220,5 +270,5 @@ def topk_rewards(student_logits: torch.Tensor, teacher_logits: torch.Tensor, top
     check_names(strategy, weight_mode)
     S = log_probs(student_logits, student_temperature)
     T = log_probs(teacher_logits, teacher_temperature).to(S.dtype)
-    d = topk_details(S, T, top_k, strategy, weight_mode, tokens)
+    d = topk_details(S, T, top_k, strategy, weight_mode, tokens, tail_bucket)
     return TopkRewards(d.ids, d.rewards, d.valid)

@@ -21,9 +21,12 @@ import sys
 RULES = {
     "world_problems": "world", "world_tokenizer": "world", "world_model": "world",
     "prepare_benchmark": "data", "dedup_train": "data", "select_prompts": "data",
+    "dedup_prompt_set": "data", "dedup_rollout_prompts": "data", "dedup_reference": "data",
+    "dedup_reference_set": "data", "select_prompt_set": "data",
+    "model_from_experiment": "models",
     "teacher_rollout": "rollout", "sft_cold_start": "sft", "train": "train",
-    "eval_generate": "evaluate", "grade": "evaluate",
-    "figures": "figures", "experiment_table": "figures",
+    "eval_generate": "evaluate", "grade": "evaluate", "probe": "probe",
+    "figures": "figures", "experiment_table": "figures", "claims": "claims",
 }
 
 
@@ -40,14 +43,22 @@ def _named(items) -> dict:
 
 
 def run(smk) -> None:
-    """Run ``smk.rule``'s stage function with the job's inputs, outputs and params by keyword."""
+    """Run ``smk.rule``'s stage function with the job's inputs, outputs and params by keyword.
+
+    First it removes the temporaries a killed earlier run of this job left beside its outputs
+    (``opd.io.remove_stale_temporaries``; no other job writes these outputs).
+    """
     from opd import backends
+    from opd.io import remove_stale_temporaries
     from opd.runlog import stage_logging
 
     threads = str(smk.threads)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = threads
     with stage_logging(smk.log[0] if smk.log else None):
+        for out in smk.output:
+            for stale in remove_stale_temporaries(out):
+                print(f"removed {stale}, left by a killed run of this job")
         fn = stage_function(smk.rule)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(int(threads))

@@ -12,6 +12,8 @@ from opd.objectives.config import OPDConfig
 from opd.options import from_options
 
 METHODS = ("opd", "grpo")
+#: Keys of the ``logging`` section (``opd.runlog.MetricsWriter`` options).
+LOGGING_KEYS = {"tensorboard", "wandb"}
 
 
 @dataclass
@@ -34,6 +36,9 @@ class TrainConfig:
     seed: int = 0
     enable_thinking: bool | None = None  # chat-template switch for the student's prompts (Qwen3)
     objective: OPDConfig = field(default_factory=OPDConfig)
+    # the config's `logging` section: live trackers beside metrics.jsonl, {tensorboard: bool,
+    # wandb: {mode, project, entity} | None}; the native trainer's MetricsWriter(**logging)
+    logging: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -50,6 +55,9 @@ class TrainConfig:
                      "ppo_epochs", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        unknown = sorted(set(self.logging or {}) - LOGGING_KEYS)
+        if unknown:
+            raise ValueError(f"logging: unknown key(s) {unknown}; valid: {sorted(LOGGING_KEYS)}")
         if self.method == "grpo" and self.n_samples < 2:
             raise ValueError("grpo needs n_samples >= 2 to normalise rewards within a group")
 

@@ -9,6 +9,7 @@ approximately or not at all, and why: ``docs/verl.md``.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Optional
 
 from opd.objectives.config import STRATEGIES, WEIGHT_MODES
@@ -128,6 +129,10 @@ def _check_objective(train, teacher_topk: Optional[int] = None) -> None:
     """Raise ``UnsupportedCombination`` when ``train`` (a ``TrainConfig``) cannot run on verl, exactly
     or (``teacher_topk`` > ``top_k``, see the module docstring) approximately."""
     o = train.objective
+    if o.tail_bucket:
+        raise _refuse("tail_bucket is not wired to verl's distillation losses (it needs the teacher's "
+                      "mass on the whole candidate set, which verl's teacher does not return for the "
+                      "student's ids)")
     if o.policy_loss != "vanilla":
         raise _refuse(f"policy_loss {o.policy_loss!r} has no verl counterpart wired here (only vanilla)")
     if o.adv_estimator == "grpo":
@@ -199,6 +204,28 @@ def verl_env() -> dict[str, str]:
     return {"VERL_USE_EXTERNAL_MODULES": EXTERNAL_MODULE}
 
 
+def tracker_loggers(logging: Optional[dict]) -> list[str]:
+    """``trainer.logger`` for the config's ``logging`` switches: console and the file logger
+    (converted to metrics.jsonl), plus ``tensorboard`` and ``wandb`` when switched on."""
+    logging = logging or {}
+    return (["console", "file"] + (["tensorboard"] if logging.get("tensorboard") else [])
+            + (["wandb"] if logging.get("wandb") else []))
+
+
+def tracker_env(logging: Optional[dict], run_dir) -> dict[str, str]:
+    """Environment of verl's trackers: TensorBoard events in ``<run_dir>/tensorboard`` (as the
+    native trainer), W&B in ``<run_dir>/wandb`` with the configured mode and entity."""
+    logging, env = logging or {}, {}
+    if logging.get("tensorboard"):
+        env["TENSORBOARD_DIR"] = str(Path(run_dir) / "tensorboard")
+    wandb = logging.get("wandb") or {}
+    if wandb:
+        env.update({"WANDB_MODE": wandb.get("mode", "offline"), "WANDB_DIR": str(run_dir)})
+        if wandb.get("entity"):
+            env["WANDB_ENTITY"] = wandb["entity"]
+    return env
+
+
 def verl_overrides(exp_name: str, train: TrainConfig, paths: dict,
                    cluster: Optional[dict] = None) -> dict[str, Any]:
     """The ordered ``{hydra key: value}`` overrides behind ``verl_command``."""
@@ -267,9 +294,10 @@ def verl_overrides(exp_name: str, train: TrainConfig, paths: dict,
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": micro,
         "reward.custom_reward_function.path": str(paths["reward_fn_file"]),
         "reward.custom_reward_function.name": REWARD_FN_NAME,
-        "trainer.project_name": c.get("project_name", "opd"),
+        "trainer.project_name": ((train.logging or {}).get("wandb") or {}).get("project")
+        or c.get("project_name", "opd"),
         "trainer.experiment_name": exp_name,
-        "trainer.logger": ["console", "file"],
+        "trainer.logger": tracker_loggers(train.logging),
         "trainer.total_training_steps": train.steps,
         "trainer.save_freq": train.save_every,
         "trainer.test_freq": c.get("test_freq", -1),

@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from opd.train.verl.command import is_approximate, verl_command, verl_env
+from opd.train.verl.command import is_approximate, tracker_env, verl_command, verl_env
 from opd.checkpoint import copy_checkpoint
 from opd.runlog import MetricsWriter
 from opd.train.config import TrainConfig
@@ -94,7 +94,8 @@ def run_verl(python: str, exp: str, train: TrainConfig, paths: dict, cluster: di
               f"{cluster.get('teacher_topk')}); see README, 'Top-k strategies on verl'", flush=True)
     (verl_dir / "verl_command.sh").write_text(shlex.join(argv) + "\n")
     log = verl_dir / "metrics.verl.jsonl"
-    env = {**os.environ, **verl_env(), "VERL_FILE_LOGGER_PATH": str(log)}
+    env = {**os.environ, **verl_env(), **tracker_env(train.logging, verl_dir.parent),
+           "VERL_FILE_LOGGER_PATH": str(log)}
     print("running:", shlex.join(argv), flush=True)
     proc = subprocess.run(argv, env=env, stdout=sys.stdout, stderr=sys.stderr)
     if proc.returncode != 0:

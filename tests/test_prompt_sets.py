@@ -1,0 +1,141 @@
+"""Prompt sets: an experiment's own training set (``experiments.<exp>.data``), the cold-start
+prompts (``rollout.source``), and the selection reference deduplicated against the training
+set (paper section 5.2), on real parquet files and in real dry runs."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, SHARED_DATA, questions_frame
+from opd.config import ConfigError, prompt_set
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+DEFAULT = ROOT / "config" / "config.yaml"
+
+
+def test_prompt_set_names_only_other_sources():
+    cfg = yaml.safe_load(DEFAULT.read_text())
+    assert prompt_set(cfg, "opd") is None
+    assert prompt_set(cfg, "opd_grpo_teacher") == "opd_grpo_teacher"     # world:heldout
+    cfg["experiments"]["opd"]["data"] = {"source": "world:train"}       # the default set, restated
+    assert prompt_set(cfg, "opd") is None
+    cfg["experiments"]["opd"]["data"] = {"source": "world:train", "prompt_style": "paper"}
+    assert prompt_set(cfg, "opd") == "opd"
+
+
+def test_user_files_of_sets_are_checked_before_any_job(tmp_path):
+    from opd.checks import check_data
+
+    cfg = yaml.safe_load(DEFAULT.read_text())
+    cfg["experiments"]["opd"]["data"] = {"source": str(tmp_path / "mine.parquet")}
+    with pytest.raises(ConfigError, match=r"experiments\.opd\.data\.source: .*mine\.parquet: file not found"):
+        check_data(cfg)
+    questions_frame("mine", ["What is 1?"]).to_parquet(tmp_path / "mine.parquet")
+    check_data(cfg)
+    cfg["rollout"]["source"] = {"source": str(tmp_path / "cold.parquet")}
+    with pytest.raises(ConfigError, match=r"rollout\.source\.source: .*cold\.parquet: file not found"):
+        check_data(cfg)
+    cfg["data"]["selection"]["dedup"]["encoder"] = str(tmp_path / "nowhere")
+    cfg["rollout"]["source"] = None
+    with pytest.raises(ConfigError, match=r"data\.selection\.dedup\.encoder: .*nowhere: no local sentence"):
+        check_data(cfg)
+
+
+def dag(workdir, override: dict) -> tuple[set, str]:
+    path = Path(workdir) / "override.yaml"
+    path.write_text(yaml.safe_dump(override))
+    base = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+            "--configfile", str(DEFAULT), str(path)]
+    outs = [subprocess.run(base + [flag], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+            for flag in ("--dag", "-n")]
+    for out in outs:
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    dot = outs[0].stdout
+    labels = {i: s.replace("\\n", " ") for i, s in re.findall(r"^\s*(\d+)\[label = \"([^\"]*)\"", dot, re.M)}
+    return {(labels[a], labels[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)}, outs[1].stdout
+
+
+def test_each_set_is_deduplicated_and_selected_apart(tmp_path):
+    edges, plan = dag(tmp_path, {"experiments": {"opd_aligned": {"data": {"source": "world:heldout"}}},
+                                 "rollout": {"source": {"source": "world:heldout", "prompt_style": "keep"}}})
+    # (a --dag label names only the wildcards a job adds to those of its inputs)
+    s = "dedup_prompt_set prompt_set: opd_aligned"
+    assert {("prepare_benchmark bench: tiny_eval", s), (s, "dedup_reference_set"),
+            ("dedup_reference_set", "select_prompt_set"), ("select_prompt_set", "train exp: opd_aligned"),
+            ("dedup_train", "train exp: opd"),
+            ("prepare_benchmark bench: tiny_eval", "dedup_rollout_prompts"),
+            ("dedup_rollout_prompts", "teacher_rollout teacher: teacher")} <= edges
+    # the default set's selection is not needed any more; the rollout no longer reads data.train
+    assert not any("select_prompts" in (a, b) or "dedup_reference" in (a, b) for a, b in edges)
+    assert ("dedup_train", "teacher_rollout teacher: teacher") not in edges
+    assert "results/data/sets/opd_aligned/selected.parquet" in plan
+    assert "results/data/rollout_prompts.parquet" in plan
+    assert "results/data/reference.parquet" not in plan   # only the set that selects needs a reference
+
+
+@pytest.fixture(scope="module")
+def dapo():
+    path = SHARED_DATA / "train" / "dapo-math-17k.parquet"
+    if not path.exists():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (../shared/data)")
+    from opd.data.datasets import load_dataset
+    return load_dataset(str(path), name="dapo", prompt_style="paper", split="train")
+
+
+def test_reference_dedup_reports_every_removed_pair(dapo, tmp_path):
+    """DeepMath questions plus planted copies of DAPO training questions: the stage removes the
+    copies and names each one with the training question it duplicates and their similarity."""
+    from opd.data.datasets import strip_instructions
+    from opd.stages.data import dedup_reference, select_prompts
+
+    deep = pd.read_parquet(SHARED_DATA / "train" / "deepmath-14k.parquet").iloc[:40]
+    train = dapo.iloc[:120].reset_index(drop=True)
+    train.to_parquet(tmp_path / "train.parquet")
+    planted = [strip_instructions(p[0]["content"]) for p in train["prompt"].iloc[:5]]
+    planted = [planted[0], planted[1].upper(), planted[2] + "  ", "Please solve: " + planted[3],
+               planted[4].replace(",", " ,")]
+    source = pd.concat([deep, questions_frame("planted", planted)], ignore_index=True)
+    source.to_parquet(tmp_path / "source.parquet")
+    dedup_reference(source=str(tmp_path / "source.parquet"), train=str(tmp_path / "train.parquet"),
+                    spec={"prompt_style": "paper"}, dedup={"enabled": True, "threshold": 0.9},
+                    reference=str(tmp_path / "reference.parquet"), report=str(tmp_path / "report.json"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    kept = pd.read_parquet(tmp_path / "reference.parquet")
+    removed = {p["candidate_id"]: p for p in report["removed_pairs"]}
+    ids = [f"reference-{40 + i}" for i in range(5)]     # the planted rows (ids of the loaded set)
+    assert set(ids) <= set(removed), report["removed_pairs"]
+    assert len(removed) == report["n_candidates"] - report["n_kept"] == len(source) - len(kept)
+    train_ids = set(train["extra_info"].map(lambda e: e["problem_id"]))
+    for i in range(5):
+        pair = removed[ids[i]]
+        assert pair["reference_id"] in train_ids and pair["similarity"] >= 0.9
+        assert pair["phase"] in ("exact", "semantic")
+    assert removed[ids[0]]["phase"] == "exact" and removed[ids[0]]["similarity"] == 1.0
+    assert removed[ids[3]]["phase"] == "semantic" and removed[ids[3]]["reference"] == planted[3][14:][:300]
+    assert not set(kept["extra_info"].map(lambda e: e["problem_id"])) & set(removed)
+    # the selection reads the deduplicated reference as it is (project rows)
+    select_prompts(train=str(tmp_path / "train.parquet"), reference=str(tmp_path / "reference.parquet"),
+                   selection={"top_n": 10, "score": "max"}, selected=str(tmp_path / "selected.parquet"),
+                   report=str(tmp_path / "selection.json"))
+    assert len(pd.read_parquet(tmp_path / "selected.parquet")) == 10
+
+
+def test_reference_dedup_off_and_too_strict(tmp_path):
+    from opd.stages.data import dedup_reference
+
+    questions_frame("t", ["What is 2 + 2?", "Find x."]).to_parquet(tmp_path / "train.parquet")
+    questions_frame("r", ["what is 2+2", "find   X"]).to_parquet(tmp_path / "source.parquet")
+    kw = dict(source=str(tmp_path / "source.parquet"), train=str(tmp_path / "train.parquet"), spec={},
+              reference=str(tmp_path / "reference.parquet"), report=str(tmp_path / "report.json"))
+    dedup_reference(dedup={"enabled": False}, **kw)
+    assert len(pd.read_parquet(tmp_path / "reference.parquet")) == 2
+    assert json.loads((tmp_path / "report.json").read_text())["enabled"] is False
+    with pytest.raises(ValueError, match=r"removed every reference question.*raise data\.selection\.dedup\.threshold"):
+        dedup_reference(dedup={"enabled": True, "threshold": 0.9, "encoder": "/nonexistent"}, **kw)

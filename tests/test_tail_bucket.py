@@ -1,0 +1,103 @@
+"""The tail-bucket candidate of top-k OPD (``tail_bucket=True``) against a float64 reference."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from opd.objectives.config import STRATEGIES, WEIGHT_MODES
+from opd.objectives.topk import LOGP_FLOOR, TAIL_ID, log1mexp, topk_details, topk_rewards
+
+
+def reference(zs, zt, k, strategy, weight_mode):
+    """Float64, position by position, with Python sets: the tail as the mass outside C."""
+    S, T = torch.log_softmax(zs.double(), -1), torch.log_softmax(zt.double(), -1)
+    out = []
+    for s, t in zip(S.reshape(-1, S.shape[-1]), T.reshape(-1, T.shape[-1])):
+        s_top = s.topk(k).indices.tolist()
+        t_top = t.topk(k).indices.tolist()
+        if strategy == "only_stu":
+            C = s_top
+        elif strategy == "only_tch":
+            C = t_top
+        elif strategy == "intersection":
+            C = [i for i in s_top if i in t_top]
+        elif strategy == "union":
+            C = s_top + [i for i in t_top if i not in s_top]
+        else:
+            C = [i for i in s_top if i not in t_top] + [i for i in t_top if i not in s_top]
+        if not C:
+            out.append((None, None, 0.0, 0.0, []))
+            continue
+        ps, pt = s.exp(), t.exp()
+        s_tail = math.log(1 - float(ps[C].sum())) if C else None
+        t_tail = max(math.log(max(1 - float(pt[C].sum()), 0.0)) if float(pt[C].sum()) < 1 else -math.inf, LOGP_FLOOR)
+        src = {"student_p": [float(s[i]) for i in C] + [s_tail],
+               "teacher_p": [max(float(t[i]), LOGP_FLOOR) for i in C] + [t_tail],
+               "none": [0.0] * (len(C) + 1)}[weight_mode]
+        if strategy == "union-intersection":
+            w = [math.exp(x) for x in src]
+        else:
+            e = [math.exp(x - max(src)) for x in src]
+            w = [x / sum(e) for x in e]
+        out.append((s_tail, t_tail, w[-1], -(s_tail - t_tail) * w[-1], sorted(C)))
+    return out
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("weight_mode", WEIGHT_MODES)
+def test_tail_matches_a_float64_reference(strategy, weight_mode):
+    g = torch.Generator().manual_seed(0)
+    zs, zt = torch.randn(3, 5, 40, generator=g) * 2, torch.randn(3, 5, 40, generator=g) * 2
+    d = topk_details(torch.log_softmax(zs.double(), -1), torch.log_softmax(zt.double(), -1), 4,
+                     strategy, weight_mode, tail_bucket=True)
+    M = 8 if strategy in ("union", "union-intersection") else 4
+    assert d.ids.shape == (3, 5, M + 1) and bool((d.ids[..., -1] == TAIL_ID).all())
+    flat = lambda x: x.reshape(-1, M + 1)  # noqa: E731
+    for i, (s_tail, t_tail, w_tail, r_tail, C) in enumerate(reference(zs, zt, 4, strategy, weight_mode)):
+        valid = flat(d.valid)[i]
+        assert sorted(flat(d.ids)[i][:-1][valid[:-1]].tolist()) == C
+        if not C:
+            assert not bool(valid[-1]) and float(flat(d.rewards)[i][-1]) == 0.0
+            continue
+        assert bool(valid[-1])
+        assert float(flat(d.student_logp)[i][-1]) == pytest.approx(s_tail, rel=1e-9, abs=1e-12)
+        assert float(flat(d.teacher_logp)[i][-1]) == pytest.approx(t_tail, rel=1e-9, abs=1e-12)
+        assert float(flat(d.weights)[i][-1]) == pytest.approx(w_tail, rel=1e-9, abs=1e-12)
+        assert float(flat(d.rewards)[i][-1]) == pytest.approx(r_tail, rel=1e-9, abs=1e-12)
+
+
+def test_student_weights_are_the_true_probabilities_with_the_tail():
+    """student_p renormalises over C plus the tail, whose masses add up to one: w_c = p_s(c)."""
+    zs, zt = torch.randn(2, 30, dtype=torch.float64), torch.randn(2, 30, dtype=torch.float64)
+    d = topk_details(torch.log_softmax(zs, -1), torch.log_softmax(zt, -1), 5, "only_stu", "student_p",
+                     tail_bucket=True)
+    p = torch.softmax(zs, -1)
+    torch.testing.assert_close(d.weights[..., :-1], p.gather(-1, d.ids[..., :-1]))
+    torch.testing.assert_close(d.weights.sum(-1), torch.ones(2, dtype=torch.float64))
+
+
+def test_a_candidate_set_covering_the_vocabulary_leaves_a_zero_mass_tail_and_no_nan():
+    zs, zt = torch.randn(4, 6), torch.randn(4, 6)
+    for strategy in STRATEGIES:
+        r = topk_rewards(zs, zt, 6, strategy, "student_p", tail_bucket=True)
+        assert torch.isfinite(r.rewards).all()
+        if strategy in ("only_stu", "only_tch", "intersection", "union"):
+            assert not r.valid[..., -1].any()       # C is every token: nothing left outside
+
+
+def test_without_the_flag_nothing_changes():
+    zs, zt = torch.randn(3, 50), torch.randn(3, 50)
+    a = topk_rewards(zs, zt, 8, "union", "teacher_p")
+    b = topk_rewards(zs, zt, 8, "union", "teacher_p", tail_bucket=True)
+    assert a.ids.shape[-1] + 1 == b.ids.shape[-1]
+    assert torch.equal(a.ids, b.ids[..., :-1]) and torch.equal(a.valid, b.valid[..., :-1])
+
+
+def test_log1mexp_is_stable_at_both_ends():
+    x = torch.tensor([-1e-12, -1e-3, -0.5, -5.0, -50.0, 0.0], dtype=torch.float64)
+    want = [math.log(-math.expm1(v)) if v < 0 else -math.inf for v in x.tolist()]
+    got = log1mexp(x).tolist()
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-12) or (g == w == -math.inf)
