@@ -24,6 +24,10 @@ gradients equal those of the non-chunked reference.
     >>> scored = score_tokens(h_s, lm_head.weight, h_t, t_head.weight, tokens, mask, cfg, cfg.chunk_size)
     >>> adv = ADV_ESTIMATORS.get(cfg.adv_estimator)(scored.rewards, scored.valid, mask, outcome, gids, cfg)
     >>> stats = policy_loss_backward(h_s, lm_head.weight, tokens, mask, scored, adv, cfg, cfg.chunk_size)
+
+With one optimiser step per rollout batch, ``opd.objectives.single_forward.score_and_backward``
+does both in one pass from the update's own forward (``ChunkedBackward`` holds the backward
+bookkeeping the two share).
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import torch.nn.functional as F
 
 from .losses import TOKEN_LOSSES, candidate_mask, kl_penalty, token_weights
 from .mechanism import entropy_from_logp, token_mechanism_stats
-from .topk import compute_dtype, topk_details
+from .topk import candidate_logp, compute_dtype, topk_details
 
 if TYPE_CHECKING:
     from .config import OPDConfig
@@ -89,6 +93,29 @@ def _check(student_hidden: torch.Tensor, student_head: torch.Tensor, tokens: tor
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
 
 
+def _check_teacher(student_hidden, student_head, teacher_hidden, teacher_head) -> bool:
+    """Whether a teacher is given; raises when its hidden states or head do not fit the student's."""
+    if (teacher_hidden is None) != (teacher_head is None):
+        raise ValueError("pass both teacher_hidden and teacher_head, or neither")
+    if teacher_hidden is None:
+        return False
+    B, L = student_hidden.shape[:2]
+    if teacher_hidden.shape[:2] != student_hidden.shape[:2] or teacher_head.shape[1] != teacher_hidden.shape[2]:
+        raise ValueError(f"teacher_hidden {tuple(teacher_hidden.shape)} / teacher_head "
+                         f"{tuple(teacher_head.shape)} do not match [B={B}, L={L}, Ht] / [V, Ht]")
+    if teacher_head.shape[0] != student_head.shape[0]:
+        raise ValueError(f"student and teacher vocabularies differ: {student_head.shape[0]} vs "
+                         f"{teacher_head.shape[0]} (slice the heads to a common vocabulary)")
+    return True
+
+
+def stat_names(with_teacher: bool) -> list[str]:
+    """The per-token statistic names of ``Scored.stats`` (the key set of an empty batch)."""
+    if not with_teacher:
+        return ["student_entropy"]
+    return list(token_mechanism_stats(torch.zeros(1, 2), torch.zeros(1, 2), 1)) + ["reward"]
+
+
 @torch.no_grad()
 def score_tokens(student_hidden: torch.Tensor, student_head: torch.Tensor,
                  teacher_hidden: Optional[torch.Tensor], teacher_head: Optional[torch.Tensor],
@@ -104,17 +131,8 @@ def score_tokens(student_hidden: torch.Tensor, student_head: torch.Tensor,
     """
     chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
     _check(student_hidden, student_head, tokens, response_mask, chunk_size)
-    if (teacher_hidden is None) != (teacher_head is None):
-        raise ValueError("pass both teacher_hidden and teacher_head, or neither")
     B, L, H = student_hidden.shape
-    with_teacher = teacher_hidden is not None
-    if with_teacher:
-        if teacher_hidden.shape[:2] != student_hidden.shape[:2] or teacher_head.shape[1] != teacher_hidden.shape[2]:
-            raise ValueError(f"teacher_hidden {tuple(teacher_hidden.shape)} / teacher_head "
-                             f"{tuple(teacher_head.shape)} do not match [B={B}, L={L}, Ht] / [V, Ht]")
-        if teacher_head.shape[0] != student_head.shape[0]:
-            raise ValueError(f"student and teacher vocabularies differ: {student_head.shape[0]} vs "
-                             f"{teacher_head.shape[0]} (slice the heads to a common vocabulary)")
+    with_teacher = _check_teacher(student_hidden, student_head, teacher_hidden, teacher_head)
     dev, dtype = student_hidden.device, compute_dtype(student_hidden.dtype)
     M = cfg.num_candidates if with_teacher else 1
     n = B * L
@@ -139,7 +157,7 @@ def score_tokens(student_hidden: torch.Tensor, student_head: torch.Tensor,
         st = {"student_entropy": entropy_from_logp(S)}
         if with_teacher:
             T = chunk_log_probs(ht[sel], teacher_head, cfg.teacher_temperature, dtype)
-            d = topk_details(S, T, cfg.top_k, cfg.strategy, cfg.weight_mode, tok)
+            d = topk_details(S, T, cfg.top_k, cfg.strategy, cfg.weight_mode, tok, cfg.tail_bucket)
             ids[sel], valid[sel], rewards[sel], old_logp[sel] = d.ids, d.valid, d.rewards, d.student_logp
             st.update(token_mechanism_stats(S, T, metrics_k, entropies=False))
             st["reward"] = d.rewards.sum(-1)
@@ -157,11 +175,83 @@ def score_tokens(student_hidden: torch.Tensor, student_head: torch.Tensor,
                 stats[name] = torch.zeros(n, dtype=torch.float32, device=dev)
             stats[name][sel] = v.float()
     if index.numel() == 0:  # keep the key set stable for empty batches
-        names = (["student_entropy"] if not with_teacher else
-                 list(token_mechanism_stats(torch.zeros(1, 2), torch.zeros(1, 2), 1)) + ["reward"])
-        stats = {k: torch.zeros(n, dtype=torch.float32, device=dev) for k in names}
+        stats = {k: torch.zeros(n, dtype=torch.float32, device=dev) for k in stat_names(with_teacher)}
     return Scored(ids.view(B, L, M), valid.view(B, L, M), rewards.view(B, L, M), old_logp.view(B, L, M),
                   token_logp.view(B, L), {k: v.view(B, L) for k, v in stats.items()})
+
+
+class ChunkedBackward:
+    """Bookkeeping shared by the chunked backward passes: leaf copies of the hidden rows and the
+    head, the per-chunk loss ``sum_t W_t (token_loss_t + kl_coef kl_t)`` and its backward, the
+    scattered hidden-row gradients, the running sums, and the one final backward into the model."""
+
+    def __init__(self, student_hidden, student_head, tokens, response_mask, cfg, ref_logp, loss_scale):
+        if cfg.use_kl_loss and ref_logp is None:
+            raise ValueError("cfg.use_kl_loss is True but ref_logp is None")
+        B, L, H = student_hidden.shape
+        self.cfg, self.loss_scale, self.n = cfg, loss_scale, B * L
+        self.token_fn = TOKEN_LOSSES.get(cfg.policy_loss)
+        self.hidden, self.head = student_hidden, student_head
+        self.dtype = compute_dtype(student_hidden.dtype)
+        self.W = token_weights(response_mask, cfg.loss_agg_mode, cfg.loss_scale_factor, dtype=self.dtype).reshape(-1)
+        self.toks = tokens.reshape(-1).long()
+        self.ref = ref_logp.reshape(-1).to(self.dtype) if ref_logp is not None else None
+        self.h_flat = student_hidden.detach().reshape(self.n, H)
+        self.head_leaf = student_head.detach().requires_grad_(student_head.requires_grad)
+        self.need_h = student_hidden.requires_grad
+        self.grad_h = torch.zeros_like(self.h_flat) if self.need_h else None
+        self.zero = torch.zeros((), dtype=torch.float64, device=self.h_flat.device)
+        self.pg_sum, self.kl_sum = self.zero.clone(), self.zero.clone()   # no host sync per chunk
+        self.cand_sums: dict[str, torch.Tensor] = {}
+        self.n_cand = self.zero.clone()
+
+    def log_probs(self, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(leaf hidden rows h [C,H], log_softmax(h W^T / T_s) [C,V] in the autograd graph)."""
+        h = self.h_flat[sel].requires_grad_(self.need_h)           # fresh leaf (advanced indexing copies)
+        return h, chunk_log_probs(h, self.head_leaf, self.cfg.student_temperature, self.dtype)
+
+    def backward(self, sel, h, logp, ids, old, adv, valid, cand_mask) -> None:
+        """Loss of one chunk (candidates ``ids`` [C,M]) and its backward; frees nothing itself."""
+        cfg = self.cfg
+        tok_loss, cst = self.token_fn(candidate_logp(logp, ids, valid), old, adv, valid, cfg)
+        w = self.W[sel]
+        pg = (tok_loss * w).sum()
+        total = pg
+        if cfg.use_kl_loss:
+            tl = logp.gather(-1, self.toks[sel][:, None]).squeeze(-1)
+            kl = (kl_penalty(tl, self.ref[sel], cfg.kl_loss_type) * w).sum()
+            total = pg + cfg.kl_loss_coef * kl
+            self.kl_sum += kl.detach().double()
+        if total.requires_grad:
+            (total * self.loss_scale).backward()
+        if self.need_h and h.grad is not None:
+            self.grad_h.index_copy_(0, sel, h.grad)
+        self.pg_sum += pg.detach().double()
+        self.n_cand += cand_mask.sum()
+        for k, v in cst.items():
+            self.cand_sums[k] = self.cand_sums.get(k, self.zero) + (v.detach().double() * cand_mask).sum()
+
+    def finish(self, n_tokens: int, M: int) -> dict[str, float]:
+        """Send the gathered gradients through the model in one backward; the float stats."""
+        roots, grads = [], []
+        if self.need_h:
+            roots.append(self.hidden)
+            grads.append(self.grad_h.view_as(self.hidden))
+        if self.head.requires_grad and self.head_leaf.grad is not None:
+            roots.append(self.head)
+            grads.append(self.head_leaf.grad)
+        if roots:
+            torch.autograd.backward(roots, grads)
+        cand_sums = self.cand_sums
+        if not cand_sums:  # no response tokens: report the loss's stat keys as 0
+            z = torch.zeros(0, M, dtype=self.dtype)
+            cand_sums = {k: self.zero for k in self.token_fn(z, z, z, z.bool(), self.cfg)[1]}
+        n_cand = max(int(self.n_cand), 1)
+        pg_f, kl_f = float(self.pg_sum), float(self.kl_sum)
+        out = {"loss": pg_f + (self.cfg.kl_loss_coef * kl_f if self.cfg.use_kl_loss else 0.0),
+               "pg_loss": pg_f, "kl_loss": kl_f, "n_tokens": float(n_tokens)}
+        out.update({k: float(v) / n_cand for k, v in cand_sums.items()})
+        return out
 
 
 def policy_loss_backward(student_hidden: torch.Tensor, student_head: torch.Tensor, tokens: torch.Tensor,
@@ -182,66 +272,17 @@ def policy_loss_backward(student_hidden: torch.Tensor, student_head: torch.Tenso
     """
     chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
     _check(student_hidden, student_head, tokens, response_mask, chunk_size)
-    if cfg.use_kl_loss and ref_logp is None:
-        raise ValueError("cfg.use_kl_loss is True but ref_logp is None")
-    token_fn = TOKEN_LOSSES.get(cfg.policy_loss)
-    B, L, H = student_hidden.shape
-    n, M = B * L, scored.ids.shape[-1]
     if advantages.shape != scored.ids.shape:
         raise ValueError(f"advantages {tuple(advantages.shape)} must match scored.ids {tuple(scored.ids.shape)}")
-    dtype = compute_dtype(student_hidden.dtype)
-    W = token_weights(response_mask, cfg.loss_agg_mode, cfg.loss_scale_factor, dtype=dtype).reshape(n)
+    run = ChunkedBackward(student_hidden, student_head, tokens, response_mask, cfg, ref_logp, loss_scale)
+    n, M = run.n, scored.ids.shape[-1]
     ids, valid = scored.ids.reshape(n, M), scored.valid.reshape(n, M)
-    old, adv = scored.old_logp.reshape(n, M).to(dtype), advantages.reshape(n, M).to(dtype)
+    old, adv = scored.old_logp.reshape(n, M).to(run.dtype), advantages.reshape(n, M).to(run.dtype)
     cand_mask = candidate_mask(scored.valid, response_mask).reshape(n, M)
-    toks = tokens.reshape(n).long()
-    ref = ref_logp.reshape(n).to(dtype) if ref_logp is not None else None
-    h_flat = student_hidden.detach().reshape(n, H)
-    head_leaf = student_head.detach().requires_grad_(student_head.requires_grad)
-    need_h = student_hidden.requires_grad
-    grad_h = torch.zeros_like(h_flat) if need_h else None
-    zero = torch.zeros((), dtype=torch.float64, device=h_flat.device)
-    pg_sum, kl_sum = zero.clone(), zero.clone()           # device tensors: no host sync per chunk
-    cand_sums: dict[str, torch.Tensor] = {}
     index = _response_index(response_mask)
     for start in range(0, index.numel(), chunk_size):
         sel = index[start:start + chunk_size]
-        h = h_flat[sel].requires_grad_(need_h)                 # fresh leaf (advanced indexing copies)
-        logp = chunk_log_probs(h, head_leaf, cfg.student_temperature, dtype)
-        lp = logp.gather(-1, ids[sel])
-        tok_loss, cst = token_fn(lp, old[sel], adv[sel], valid[sel], cfg)
-        w = W[sel]
-        pg = (tok_loss * w).sum()
-        total = pg
-        if cfg.use_kl_loss:
-            tl = logp.gather(-1, toks[sel][:, None]).squeeze(-1)
-            kl = (kl_penalty(tl, ref[sel], cfg.kl_loss_type) * w).sum()
-            total = pg + cfg.kl_loss_coef * kl
-            kl_sum += kl.detach().double()
+        h, logp = run.log_probs(sel)
+        run.backward(sel, h, logp, ids[sel], old[sel], adv[sel], valid[sel], cand_mask[sel])
         del logp
-        if total.requires_grad:
-            (total * loss_scale).backward()
-        if need_h and h.grad is not None:
-            grad_h.index_copy_(0, sel, h.grad)
-        pg_sum += pg.detach().double()
-        cm = cand_mask[sel]
-        for k, v in cst.items():
-            cand_sums[k] = cand_sums.get(k, zero) + (v.detach().double() * cm).sum()
-    roots, grads = [], []
-    if need_h:
-        roots.append(student_hidden)
-        grads.append(grad_h.view_as(student_hidden))
-    if student_head.requires_grad and head_leaf.grad is not None:
-        roots.append(student_head)
-        grads.append(head_leaf.grad)
-    if roots:
-        torch.autograd.backward(roots, grads)
-    if not cand_sums:  # no response tokens: report the loss's stat keys as 0
-        z = torch.zeros(0, M, dtype=dtype)
-        cand_sums = {k: zero for k in token_fn(z, z, z, z.bool(), cfg)[1]}
-    n_cand = max(int(cand_mask.sum()), 1)
-    pg_f, kl_f = float(pg_sum), float(kl_sum)
-    out = {"loss": pg_f + (cfg.kl_loss_coef * kl_f if cfg.use_kl_loss else 0.0),
-           "pg_loss": pg_f, "kl_loss": kl_f, "n_tokens": float(index.numel())}
-    out.update({k: float(v) / n_cand for k, v in cand_sums.items()})
-    return out
+    return run.finish(index.numel(), M)

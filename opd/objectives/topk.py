@@ -175,6 +175,18 @@ def tail_logp(logp_c: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return log1mexp(torch.logsumexp(masked, dim=-1))
 
 
+def candidate_logp(logp: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``logp`` [..., V] at the candidates ``ids`` [..., M]; a ``TAIL_ID`` column gets the tail's
+    log-mass ``log(1 - sum exp logp)`` over the other valid candidates (the policy loss's
+    ``logp_new`` with ``tail_bucket``: the ratio of the tail is exp(S_tail,new - S_tail,old))."""
+    tail = ids == TAIL_ID
+    out = logp.gather(-1, torch.where(tail, torch.zeros_like(ids), ids))
+    if not bool(tail.any()):
+        return out
+    body = tail_logp(out[..., :-1], valid[..., :-1] & ~tail[..., :-1])
+    return torch.cat([out[..., :-1], body.unsqueeze(-1)], -1)
+
+
 def append_tail(d: TopkDetails, weight_mode: str, renormalise: bool) -> TopkDetails:
     """``d`` [..., M] with the tail-bucket candidate appended ([..., M+1]); weights and rewards of
     every candidate recomputed so the tail's weight takes part in the normalisation."""

@@ -2,17 +2,28 @@
 
 One step, straight through:
 
-1. sample ``prompts_per_step`` training prompts and ``n_samples`` student responses each
-   (transformers ``generate`` at the rollout temperature, top_p 1);
-2. score every response token without gradients: the student's and the teacher's final hidden
+1. sample ``prompts_per_step`` training prompts and ``n_samples`` student responses each at
+   the rollout temperature, top_p 1 (``opd.train.sampler``: the model calls of transformers
+   ``generate`` with less work per token; prompts are chat-templated once);
+2. grade each response with ``opd.grading.verify.is_correct`` (the GRPO reward; logged for OPD;
+   its math-verify worker is started with the trainer, so it never stalls a step);
+3. score every response token without gradients: the student's and the teacher's final hidden
    states go to ``opd.objectives.score_tokens``, which forms the candidate set (the sampled token
    for ``top_k: 0`` and GRPO, a top-k family otherwise), the per-candidate rewards
    ``-(log p_student - log p_teacher) * w`` and the mechanism statistics, one chunk of response
    tokens at a time, so no full ``[tokens, vocab]`` fp32 tensor is ever held;
-3. grade each response with ``opd.grading.verify.is_correct`` (the GRPO reward; logged for OPD);
 4. turn rewards into advantages with the registered estimator and update the student with the
    registered policy loss through ``opd.objectives.policy_loss_backward`` (chunked backward);
 5. log one line of ``metrics.jsonl`` and save a checkpoint every ``save_every`` steps.
+
+**One student forward per step** where the math allows it: with one optimiser step per rollout
+batch (``ppo_epochs: 1``, one mini-batch; the default and the paper's recipe) the sampling
+policy is the updated one, every PPO ratio is exactly 1, and the student's scoring forward would
+duplicate the update's.  Then step 3 scores only the teacher (and the reference model), and
+steps 3-4's student half runs inside the update's own forward
+(``opd.objectives.single_forward.score_and_backward``: old log-probs = the update's, detached),
+giving the same losses, gradients and metrics.  Wherever old and new policies differ (several
+epochs or mini-batches), or the estimator is not position-local, the two-forward path runs.
 
 Where it departs from the paper's verl runs: one process, no sequence packing, AdamW with a
 constant learning rate, and ``mini_batch_size`` counted in sequences.
@@ -32,9 +43,13 @@ import torch
 
 from opd import objectives as obj
 from opd.generation.config import SamplingParams
-from opd.generation.hf import generate
+from opd.generation.hf import encode_prompts
+from opd.grading.pool import start_shared
 from opd.grading.verify import is_correct
+from opd.objectives.chunked import Scored
+from opd.objectives.single_forward import POSITION_LOCAL_ESTIMATORS, estimator_fn, score_and_backward
 from opd.train.config import TrainConfig
+from opd.train.sampler import sample
 from opd.runlog import MetricsWriter, progress
 
 
@@ -89,11 +104,34 @@ def slice_scored(scored, idx, width: int):
                    stats={k: v[idx, :width] for k, v in scored.stats.items()})
 
 
+def merge_scored(parts: list, B: int, L: int):
+    """One ``Scored`` [B, L, ...] and advantages [B, L, M] from micro-batch pieces
+    ``(idx, scored, adv)``, each covering rows ``idx`` and their first positions."""
+    s0, a0 = parts[0][1], parts[0][2]
+
+    def new(x):
+        return x.new_zeros((B, L) + tuple(x.shape[2:]))
+    out = Scored(new(s0.ids), new(s0.valid), new(s0.rewards), new(s0.old_logp), new(s0.token_logp),
+                 {k: new(v) for k, v in s0.stats.items()})
+    adv = new(a0)
+    for idx, s, a in parts:
+        R = s.ids.shape[1]
+        for dst, src in ((out.ids, s.ids), (out.valid, s.valid), (out.rewards, s.rewards),
+                         (out.old_logp, s.old_logp), (out.token_logp, s.token_logp), (adv, a)):
+            dst[idx, :R] = src
+        for k, v in s.stats.items():
+            out.stats[k][idx, :R] = v
+    return out, adv
+
+
 class OnPolicyTrainer:
     """Runs ``cfg.steps`` on-policy steps of OPD or GRPO on a student model, in place."""
 
     def __init__(self, cfg: TrainConfig, student, tokenizer, train_rows: list[dict],
-                 teacher=None, teacher_tokenizer=None):
+                 teacher=None, teacher_tokenizer=None, single_forward: bool | None = None):
+        """``single_forward``: None = one student forward per step whenever the math allows it
+        (see the module doc), False = always the two-forward path, True = required (raises if
+        the config does not allow it)."""
         if cfg.method == "opd":
             if teacher is None:
                 raise ValueError("method 'opd' needs a teacher model")
@@ -110,6 +148,15 @@ class OnPolicyTrainer:
                                      betas=(0.9, 0.999), eps=cfg.adam_eps)
         self.rng = random.Random(cfg.seed)
         self.order: list[int] = []
+        self.prompt_ids: dict[int, list[int]] = {}   # chat-templated prompts, by row index
+        batch = cfg.prompts_per_step * cfg.n_samples
+        allowed = (cfg.ppo_epochs == 1 and (cfg.mini_batch_size is None or cfg.mini_batch_size >= batch)
+                   and cfg.objective.adv_estimator in POSITION_LOCAL_ESTIMATORS)
+        if single_forward and not allowed:
+            raise ValueError("single_forward needs ppo_epochs 1, one mini-batch per step and a "
+                             f"position-local advantage estimator ({sorted(POSITION_LOCAL_ESTIMATORS)})")
+        self.single_forward = allowed if single_forward is None else bool(single_forward)
+        start_shared()  # the grader's worker imports math-verify now, not inside the first step
 
     def next_prompts(self) -> list[int]:
         """Indices of the next prompts, walking through shuffled epochs of the training set."""
@@ -126,8 +173,10 @@ class OnPolicyTrainer:
                                 max_new_tokens=self.cfg.max_new_tokens,
                                 seed=self.cfg.seed * 100003 + step, batch_size=1024)
         self.student.eval()
-        samples = generate(self.student, self.tok, [self.rows[i]["prompt"] for i in prompt_idx],
-                           params, enable_thinking=self.cfg.enable_thinking, show_progress=False)
+        for i in prompt_idx:
+            if i not in self.prompt_ids:
+                self.prompt_ids[i] = encode_prompts(self.tok, [self.rows[i]["prompt"]], self.cfg.enable_thinking)[0]
+        samples = sample(self.student, self.tok, [self.prompt_ids[i] for i in prompt_idx], params)
         for s in samples:
             row = self.rows[prompt_idx[s["prompt_index"]]]
             s["group"] = prompt_idx[s["prompt_index"]]
@@ -136,16 +185,21 @@ class OnPolicyTrainer:
 
     @torch.no_grad()
     def score(self, batch):
+        """Two-forward path: (``Scored`` of the student and teacher, ref log-probs or None).
+        Single-forward path: (the teacher's response hidden states or None, ref log-probs)."""
         input_ids, attn, pos, P, tokens, mask = batch
         o, R = self.cfg.objective, tokens.shape[1]
-        h_s = response_hidden(self.student, input_ids, attn, pos, P, R)
-        w_s = self.student.get_output_embeddings().weight
         if self.cfg.method == "opd":
             h_t = response_hidden(self.teacher, input_ids, attn, pos, P, R)
             w_t = self.teacher.get_output_embeddings().weight
         else:
             h_t = w_t = None
-        scored = obj.score_tokens(h_s, w_s, h_t, w_t, tokens, mask, o, o.chunk_size)
+        if self.single_forward:
+            scored = h_t
+        else:
+            h_s = response_hidden(self.student, input_ids, attn, pos, P, R)
+            w_s = self.student.get_output_embeddings().weight
+            scored = obj.score_tokens(h_s, w_s, h_t, w_t, tokens, mask, o, o.chunk_size)
         ref_logp = None
         if self.ref is not None:
             h_r = response_hidden(self.ref, input_ids, attn, pos, P, R)
@@ -153,14 +207,23 @@ class OnPolicyTrainer:
                                         tokens, mask, o, o.chunk_size).token_logp
         return scored, ref_logp
 
-    def update(self, batch, scored, adv, ref_logp) -> dict:
-        """``ppo_epochs`` passes over mini-batches; gradient accumulation over micro-batches."""
+    def update(self, batch, scored, adv, ref_logp, outcome=None, groups=None):
+        """``ppo_epochs`` passes over mini-batches; gradient accumulation over micro-batches.
+
+        Returns ``(metrics, scored, adv)``.  Single-forward path: ``scored`` is the teacher's
+        hidden states (or None) and ``adv`` None on input; each micro-batch is scored inside its
+        own forward, the estimator seeing the whole batch's ``outcome`` and ``groups`` [B]; the
+        ``Scored`` and advantages of the whole batch are merged from the micro-batches.
+        """
         input_ids, attn, pos, P, tokens, mask = batch
         cfg, o, B = self.cfg, self.cfg.objective, tokens.shape[0]
         mini = cfg.mini_batch_size or B
         stats: dict[str, list[float]] = {}
+        parts: list = []
         self.student.train()
         w = self.student.get_output_embeddings().weight
+        w_t = self.teacher.get_output_embeddings().weight if cfg.method == "opd" else None
+        est = obj.ADV_ESTIMATORS.get(o.adv_estimator)
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(B, generator=torch.Generator().manual_seed(self.rng.randrange(2**31)))
             for m0 in range(0, B, mini):
@@ -171,18 +234,28 @@ class OnPolicyTrainer:
                     R = int(mask[idx].sum(-1).max())
                     h = response_hidden(self.student, input_ids[idx][:, :P + R], attn[idx][:, :P + R],
                                         pos[idx][:, :P + R], P, R)
-                    sub = slice_scored(scored, idx, R)
-                    out = obj.policy_loss_backward(
-                        h, w, tokens[idx][:, :R], mask[idx][:, :R], sub, adv[idx][:, :R], o,
-                        o.chunk_size, ref_logp=None if ref_logp is None else ref_logp[idx][:, :R],
-                        loss_scale=1.0 / len(micro))
+                    ref = None if ref_logp is None else ref_logp[idx][:, :R]
+                    if self.single_forward:
+                        h_t = None if scored is None else scored[idx][:, :R]
+                        sub, a, out = score_and_backward(
+                            h, w, h_t, w_t, tokens[idx][:, :R], mask[idx][:, :R],
+                            estimator_fn(est, outcome, groups, o, rows=idx), o, o.chunk_size,
+                            ref_logp=ref, loss_scale=1.0 / len(micro))
+                        parts.append((idx, sub, a))
+                    else:
+                        out = obj.policy_loss_backward(
+                            h, w, tokens[idx][:, :R], mask[idx][:, :R], slice_scored(scored, idx, R),
+                            adv[idx][:, :R], o, o.chunk_size, ref_logp=ref, loss_scale=1.0 / len(micro))
                     for k, v in out.items():
                         stats.setdefault(k, []).append(float(v))
                 gnorm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.grad_clip)
                 stats.setdefault("grad_norm", []).append(float(gnorm))
                 self.opt.step()
         self.student.eval()
-        return {f"train/{k}": sum(v) / len(v) for k, v in stats.items()}
+        metrics = {f"train/{k}": sum(v) / len(v) for k, v in stats.items()}
+        if self.single_forward:
+            scored, adv = merge_scored(parts, B, tokens.shape[1])
+        return metrics, scored, adv
 
     def step(self, step: int) -> dict:
         t0 = time.time()
@@ -194,10 +267,14 @@ class OnPolicyTrainer:
         mask = batch[5]
         outcome = torch.tensor([s["outcome"] for s in samples])
         groups = torch.tensor([s["group"] for s in samples])
-        adv = obj.ADV_ESTIMATORS.get(o.adv_estimator)(scored.rewards, scored.valid, mask, outcome,
-                                                      groups, o)
-        t2 = time.time()
-        metrics = self.update(batch, scored, adv, ref_logp)
+        if self.single_forward:  # scored holds the teacher's hidden states; scoring is in the update
+            t2 = time.time()
+            metrics, scored, adv = self.update(batch, scored, None, ref_logp, outcome, groups)
+        else:
+            adv = obj.ADV_ESTIMATORS.get(o.adv_estimator)(scored.rewards, scored.valid, mask, outcome,
+                                                          groups, o)
+            t2 = time.time()
+            metrics, scored, adv = self.update(batch, scored, adv, ref_logp)
         lengths = mask.sum(-1).float()
         metrics.update({
             "rollout/accuracy": outcome.mean().item(),
@@ -206,12 +283,12 @@ class OnPolicyTrainer:
             "train/advantage_mean": (adv * scored.valid).sum().item() / max(1, int(scored.valid.sum())),
             "time/rollout_s": t1 - t0, "time/score_s": t2 - t1, "time/update_s": time.time() - t2,
         })
-        metrics.update(obj.mechanism_metrics(scored.stats, mask))
+        metrics.update(obj.mechanism_metrics(scored.stats, mask, chunk_tokens=o.metrics_chunk_tokens))
         return metrics
 
     def train(self, out_dir, save_fn) -> None:
         """Run all steps; ``save_fn(step)`` writes a checkpoint at each of ``checkpoint_steps``."""
-        writer = MetricsWriter(Path(out_dir) / "metrics.jsonl")
+        writer = MetricsWriter(Path(out_dir) / "metrics.jsonl", **self.cfg.logging)
         saves = set(self.cfg.checkpoint_steps())
         bar = progress(range(1, self.cfg.steps + 1), desc=f"{self.cfg.method} steps")
         for step in bar:
@@ -226,13 +303,22 @@ def run_train(*, cfg: TrainConfig, exp: str, student: str, teacher: str | None, 
               checkpoints: str, metrics: str, options: dict, stack: str | None = None,
               val: str | None = None) -> None:
     """The ``native`` train backend: ``cfg.steps`` steps in this process, ``step_NNNN``
-    checkpoints in ``checkpoints`` and one ``metrics.jsonl`` line per step."""
+    checkpoints in ``checkpoints`` and one ``metrics.jsonl`` line per step. Raises
+    ``ValueError`` before loading a model when a prompt plus ``max_new_tokens`` does not fit the
+    student's context, or the teacher's (it scores the same sequences)."""
     from opd.checkpoint import save_hf
+    from opd.generation.context import check_prompt_lengths, model_context, prompt_lengths
     from opd.generation.hf import load_model, load_tokenizer
     from opd.io import flat_view, read_parquet
 
     rows = flat_view(read_parquet(prompts), prompts)[["problem_id", "prompt", "ground_truth"]].to_dict("records")
-    tok, net = load_tokenizer(student), load_model(student)
+    tok = load_tokenizer(student)
+    lengths = prompt_lengths(tok, [r["prompt"] for r in rows], cfg.enable_thinking)
+    for model_dir in [student] + ([teacher] if cfg.method == "opd" else []):
+        check_prompt_lengths(lengths, context=model_context(model_dir), model=str(model_dir),
+                             max_new_tokens=cfg.max_new_tokens, dataset=str(prompts),
+                             budget_key=f"experiments.{exp}.train.max_new_tokens")
+    net = load_model(student)
     teacher_tok = teacher_net = None
     if cfg.method == "opd":
         teacher_tok, teacher_net = load_tokenizer(teacher), load_model(teacher)

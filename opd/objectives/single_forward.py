@@ -1,0 +1,163 @@
+r"""Score and back-propagate from ONE student forward, when the old policy is the current one.
+
+When every rollout batch gets exactly one optimiser step (``ppo_epochs == 1``, one mini-batch),
+the policy that is updated is the policy that sampled the batch, so logp_old = logp_new: the PPO
+ratio r = exp(logp_new - logp_old) is exactly 1, clipping is inactive, and the gradient of the
+vanilla loss is that of  sum_t W_t sum_c -A_tc logp_new(c | t)  (the paper's on-policy
+objective).  The scoring forward's student half then duplicates the update's, so
+``score_and_backward`` takes the student's hidden states from the update's forward (in the
+autograd graph) and, for each chunk of at most ``chunk_size`` response tokens,
+
+1. S = log_softmax(h W_s^T / T_s) (in the graph) and T = log_softmax(h_t W_t^T / T_t) (no grad);
+2. forms candidates, validity, rewards and mechanism statistics from S.detach() and T exactly as
+   ``score_tokens`` does; old_logp = S.detach() at the candidates (so every ratio is exactly 1);
+3. gets the chunk's advantages from ``advantage_fn``;
+4. computes the chunk's policy loss (+ KL) and its backward as ``policy_loss_backward`` does,
+   then one final backward through the model (``ChunkedBackward``).
+
+fp32 [C, V] tensors exist for one chunk only (S with its graph, T, and their temporaries).
+
+Advantages chunk by chunk.  Chunks are taken position-major (every row at position l, then l + 1,
+...), so a chunk covers a block of columns l0:l1 of the [B, L] grid.  ``advantage_fn(rewards
+[B, w, M], valid [B, w, M], mask [B, w]) -> [B, w, M]`` is called on that block with everything
+outside the chunk masked out.  That gives the whole-batch values of every *position-local*
+estimator -- one whose A[b, l, c] depends only on rewards / valid / mask at (b, l) and on
+per-sequence data of the whole batch (outcome, group ids): the names in
+``POSITION_LOCAL_ESTIMATORS`` (``token_reward_direct``, ``grpo``,
+``token_reward_direct_plus_grpo``; add a user estimator's name if it is position-local).
+``estimator_fn`` wraps a registered estimator, embedding a micro-batch's rows in the whole batch
+so that ``grpo``'s group statistics are those of the whole batch.
+
+    >>> fn = estimator_fn(ADV_ESTIMATORS.get(cfg.adv_estimator), outcome, group_ids, cfg, rows=idx)
+    >>> scored, adv, stats = score_and_backward(h_s, W_s, h_t, W_t, tokens, mask, fn, cfg)
+
+Tests: ``tests/test_single_forward.py`` (same losses, gradients and metrics as
+``score_tokens`` + estimator + ``policy_loss_backward``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional
+
+import torch
+
+from .chunked import ChunkedBackward, Scored, _check, _check_teacher, chunk_log_probs, stat_names
+from .mechanism import entropy_from_logp, token_mechanism_stats
+from .topk import topk_details
+
+if TYPE_CHECKING:
+    from .config import OPDConfig
+
+#: Estimators whose values at a position need only that position and per-sequence data.
+POSITION_LOCAL_ESTIMATORS = {"token_reward_direct", "grpo", "token_reward_direct_plus_grpo"}
+
+AdvantageFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def estimator_fn(estimator: Callable, outcome: Optional[torch.Tensor], group_ids: Optional[torch.Tensor],
+                 cfg: "OPDConfig", rows: Optional[torch.Tensor] = None) -> AdvantageFn:
+    """``advantage_fn`` for ``score_and_backward`` from a registered estimator.
+
+    outcome, group_ids [N] of the whole batch; ``rows`` [B] long: which of the N sequences the
+    hidden states passed to ``score_and_backward`` are (None: all N, in order).  The block is
+    scattered into [N, w, M] zeros (mask False elsewhere) so per-sequence statistics are the
+    whole batch's; the estimator's values at ``rows`` are returned.
+    """
+    def fn(rewards: torch.Tensor, valid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if rows is None or outcome is None:
+            return estimator(rewards, valid, mask, outcome, group_ids, cfg)
+        n = outcome.shape[0]
+        full_r = rewards.new_zeros((n,) + tuple(rewards.shape[1:]))
+        full_v = valid.new_zeros((n,) + tuple(valid.shape[1:]))
+        full_m = mask.new_zeros((n,) + tuple(mask.shape[1:]))
+        full_r[rows], full_v[rows], full_m[rows] = rewards, valid, mask
+        return estimator(full_r, full_v, full_m, outcome, group_ids, cfg)[rows]
+    return fn
+
+
+def _position_major(response_mask: torch.Tensor) -> torch.Tensor:
+    """Row-major flat indices b * L + l of the response positions, ordered by (l, b)."""
+    B, L = response_mask.shape
+    j = (response_mask.t().reshape(-1) > 0).nonzero().squeeze(1)     # j = l * B + b
+    return (j % B) * L + torch.div(j, B, rounding_mode="floor")
+
+
+def score_and_backward(student_hidden: torch.Tensor, student_head: torch.Tensor,
+                       teacher_hidden: Optional[torch.Tensor], teacher_head: Optional[torch.Tensor],
+                       tokens: torch.Tensor, response_mask: torch.Tensor, advantage_fn: AdvantageFn,
+                       cfg: "OPDConfig", chunk_size: Optional[int] = None,
+                       ref_logp: Optional[torch.Tensor] = None,
+                       loss_scale: float = 1.0) -> tuple[Scored, torch.Tensor, dict[str, float]]:
+    """Score, estimate advantages and back-propagate the policy loss in one chunked pass.
+
+    Args:
+        student_hidden [B,L,H] (in the model's autograd graph), student_head [V,H];
+        teacher_hidden [B,L,Ht] / teacher_head [V,Ht] (both None: no teacher, as GRPO);
+        tokens [B,L] long, response_mask [B,L]; advantage_fn: see the module doc
+        (``estimator_fn``); chunk_size (default ``cfg.chunk_size``); ref_logp [B,L] (needed
+        when ``cfg.use_kl_loss``); loss_scale: the loss is multiplied by it before backward.
+    Returns ``(scored, advantages [B,L,M], stats)``: ``scored`` as ``score_tokens`` would give
+    for the same hidden states, with old_logp = the current log-probs; the advantages
+    ``advantage_fn`` gave; the float stats of ``policy_loss_backward`` (ratio 1: clipfrac 0).
+    """
+    chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
+    _check(student_hidden, student_head, tokens, response_mask, chunk_size)
+    with_teacher = _check_teacher(student_hidden, student_head, teacher_hidden, teacher_head)
+    run = ChunkedBackward(student_hidden, student_head, tokens, response_mask, cfg, ref_logp, loss_scale)
+    B, L, _ = student_hidden.shape
+    n, dtype, dev = run.n, run.dtype, student_hidden.device
+    M = cfg.num_candidates if with_teacher else 1
+    ids = torch.zeros(n, M, dtype=torch.long, device=dev)
+    valid = torch.zeros(n, M, dtype=torch.bool, device=dev)
+    rewards = torch.zeros(n, M, dtype=dtype, device=dev)
+    old_logp = torch.zeros(n, M, dtype=dtype, device=dev)
+    adv = torch.zeros(n, M, dtype=dtype, device=dev)
+    token_logp = torch.zeros(n, dtype=dtype, device=dev)
+    stats: dict[str, torch.Tensor] = {}
+    ht = teacher_hidden.reshape(n, -1) if with_teacher else None
+    toks = tokens.reshape(n).long()
+    metrics_k = cfg.top_k if cfg.top_k > 0 else cfg.metrics_k
+    index = _position_major(response_mask)
+    for start in range(0, index.numel(), chunk_size):
+        sel = index[start:start + chunk_size]
+        tok = toks[sel]
+        h, S = run.log_probs(sel)
+        Sd = S.detach()
+        tl = Sd.gather(-1, tok[:, None]).squeeze(-1)
+        st = {"student_entropy": entropy_from_logp(Sd)}
+        if with_teacher:
+            with torch.no_grad():
+                T = chunk_log_probs(ht[sel], teacher_head, cfg.teacher_temperature, dtype)
+                d = topk_details(Sd, T, cfg.top_k, cfg.strategy, cfg.weight_mode, tok, cfg.tail_bucket)
+                c_ids, c_valid, c_rew, c_old = d.ids, d.valid, d.rewards, d.student_logp
+                st.update(token_mechanism_stats(Sd, T, metrics_k, entropies=False))
+                st["reward"] = d.rewards.sum(-1)
+                st["teacher_entropy"] = entropy_from_logp(T)
+                del T, d
+        else:
+            ok = torch.isfinite(tl)
+            c_ids, c_valid = tok[:, None], ok[:, None]
+            c_old = torch.where(ok, tl, torch.zeros_like(tl))[:, None]
+            c_rew = torch.zeros_like(c_old)
+        ids[sel], valid[sel], rewards[sel], old_logp[sel], token_logp[sel] = c_ids, c_valid, c_rew, c_old, tl
+        for name, v in st.items():
+            if name not in stats:
+                stats[name] = torch.zeros(n, dtype=torch.float32, device=dev)
+            stats[name][sel] = v.float()
+        # the chunk's advantages, from the block of columns it spans
+        b, l = torch.div(sel, L, rounding_mode="floor"), sel % L
+        l0 = int(l[0])
+        w = int(l[-1]) - l0 + 1
+        blk_r = torch.zeros(B, w, M, dtype=dtype, device=dev)
+        blk_v = torch.zeros(B, w, M, dtype=torch.bool, device=dev)
+        blk_m = torch.zeros(B, w, dtype=torch.bool, device=dev)
+        blk_r[b, l - l0], blk_v[b, l - l0], blk_m[b, l - l0] = c_rew, c_valid, True
+        a = advantage_fn(blk_r, blk_v, blk_m)[b, l - l0].to(dtype)
+        adv[sel] = a
+        run.backward(sel, h, S, c_ids, c_old, a, c_valid, c_valid)
+        del S, Sd
+    if index.numel() == 0:  # keep the key set stable for empty batches
+        stats = {k: torch.zeros(n, dtype=torch.float32, device=dev) for k in stat_names(with_teacher)}
+    out = run.finish(index.numel(), M)
+    scored = Scored(ids.view(B, L, M), valid.view(B, L, M), rewards.view(B, L, M), old_logp.view(B, L, M),
+                    token_logp.view(B, L), {k: v.view(B, L) for k, v in stats.items()})
+    return scored, adv.view(B, L, M), out
