@@ -48,6 +48,17 @@ def encode_prompts(tokenizer, prompts: list[list[dict]], enable_thinking: bool |
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> ``input_ids [B, W]`` left-padded with ``pad`` and ``attention_mask [B, W]``."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attn = torch.zeros_like(input_ids)
+    for row, ids in enumerate(rows):
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attn[row, width - len(ids):] = 1
+    return input_ids, attn
+
+
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[list[dict]], params: SamplingParams,
              enable_thinking: bool | None = None, desc: str = "generate",
@@ -61,13 +72,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], params: SamplingParams
     bar = progress(total=len(jobs), desc=desc, disable=not show_progress)
     for start in range(0, len(jobs), params.batch_size):
         chunk = jobs[start:start + params.batch_size]
-        width = max(len(prompt_ids[i]) for i, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(input_ids)
-        for row, (i, _) in enumerate(chunk):
-            ids = prompt_ids[i]
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attn[row, width - len(ids):] = 1
+        input_ids, attn = left_pad([prompt_ids[i] for i, _ in chunk], pad)
+        width = input_ids.shape[1]
         sample = params.temperature > 0
         gen = model.generate(
             input_ids=input_ids, attention_mask=attn, max_new_tokens=params.max_new_tokens,

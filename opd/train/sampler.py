@@ -34,7 +34,7 @@ import torch
 from transformers import DynamicCache
 
 from opd.generation.config import SamplingParams
-from opd.generation.hf import make_row
+from opd.generation.hf import left_pad, make_row
 
 #: Decode on one intra-op thread below this many logits per step (batch x vocabulary).
 SINGLE_THREAD_LOGITS = 1 << 17
@@ -98,12 +98,8 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams
     out: list[dict] = []
     for start in range(0, len(jobs), params.batch_size):
         chunk = jobs[start:start + params.batch_size]
-        width = max(len(prompt_ids[i]) for i, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(input_ids)
-        for row, (i, _) in enumerate(chunk):
-            input_ids[row, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
-            attn[row, width - len(prompt_ids[i]):] = 1
+        input_ids, attn = left_pad([prompt_ids[i] for i, _ in chunk], pad)
+        width = input_ids.shape[1]
         threads = torch.get_num_threads()
         if len(chunk) * vocab < SINGLE_THREAD_LOGITS:
             torch.set_num_threads(1)
