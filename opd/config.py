@@ -49,6 +49,10 @@ def experiment_config(config: dict, name: str) -> dict:
         from opd.model_refs import thinking_of
 
         merged["enable_thinking"] = thinking_of(config, exp["student"])
+    if merged.get("teacher_prompt") == "own" and exp.get("teacher"):
+        from opd.model_refs import thinking_of
+
+        merged["teacher_enable_thinking"] = thinking_of(config, exp["teacher"])
     return merged
 
 

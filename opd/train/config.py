@@ -12,6 +12,8 @@ from opd.objectives.config import OPDConfig
 from opd.options import from_options
 
 METHODS = ("opd", "grpo")
+#: How the teacher sees the prompt (``TrainConfig.teacher_prompt``).
+TEACHER_PROMPTS = ("student", "own")
 #: Keys of the ``logging`` section (``opd.runlog.MetricsWriter`` options).
 LOGGING_KEYS = {"tensorboard", "wandb"}
 
@@ -35,6 +37,12 @@ class TrainConfig:
     save_every: int = 10
     seed: int = 0
     enable_thinking: bool | None = None  # chat-template switch for the student's prompts (Qwen3)
+    # the teacher's prompt: `student` scores the student's token ids as they are (the authors'
+    # default); `own` re-renders the same chat messages with the teacher's chat template and its
+    # thinking switch (`teacher_enable_thinking`, from models.<teacher>.enable_thinking); the
+    # response tokens are scored unchanged
+    teacher_prompt: str = "student"
+    teacher_enable_thinking: bool | None = None
     objective: OPDConfig = field(default_factory=OPDConfig)
     # the config's `logging` section: live trackers beside metrics.jsonl, {tensorboard: bool,
     # wandb: {mode, project, entity} | None}; the native trainer's MetricsWriter(**logging)
@@ -47,6 +55,8 @@ class TrainConfig:
         return from_options(cls, d | {"objective": objective}, "training")
 
     def __post_init__(self):
+        if self.teacher_prompt not in TEACHER_PROMPTS:
+            raise ValueError(f"teacher_prompt must be one of {TEACHER_PROMPTS}, got {self.teacher_prompt!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.method == "grpo" and self.objective.adv_estimator != "grpo":

@@ -139,6 +139,8 @@ class OnPolicyTrainer:
         if not train_rows:
             raise ValueError("the training prompt set is empty")
         self.cfg, self.student, self.tok, self.teacher = cfg, student, tokenizer, teacher
+        self.teacher_tok = teacher_tokenizer or tokenizer
+        self.teacher_prompt_ids: dict[int, list[int]] = {}
         self.rows = train_rows
         self.ref = copy.deepcopy(student).eval() if cfg.objective.use_kl_loss else None
         for m in (self.teacher, self.ref):
@@ -183,14 +185,28 @@ class OnPolicyTrainer:
             s["outcome"] = float(is_correct(s["response"], row["ground_truth"]))
         return samples
 
+    def teacher_batch(self, samples: list[dict]):
+        """With ``teacher_prompt: own``: the same responses behind the prompt rendered by the
+        teacher's chat template and thinking switch (``response_batch`` layout); else None."""
+        if self.cfg.method != "opd" or self.cfg.teacher_prompt != "own":
+            return None
+        for i in {s["group"] for s in samples}:
+            if i not in self.teacher_prompt_ids:
+                self.teacher_prompt_ids[i] = encode_prompts(self.teacher_tok, [self.rows[i]["prompt"]],
+                                                            self.cfg.teacher_enable_thinking)[0]
+        rows = [dict(s, prompt_ids=self.teacher_prompt_ids[s["group"]]) for s in samples]
+        return response_batch(rows, self.teacher_tok.pad_token_id)
+
     @torch.no_grad()
-    def score(self, batch):
+    def score(self, batch, teacher_batch=None):
         """Two-forward path: (``Scored`` of the student and teacher, ref log-probs or None).
-        Single-forward path: (the teacher's response hidden states or None, ref log-probs)."""
+        Single-forward path: (the teacher's response hidden states or None, ref log-probs).
+        ``teacher_batch``: the teacher's own-prompt batch (``teacher_batch``), if any."""
         input_ids, attn, pos, P, tokens, mask = batch
         o, R = self.cfg.objective, tokens.shape[1]
         if self.cfg.method == "opd":
-            h_t = response_hidden(self.teacher, input_ids, attn, pos, P, R)
+            t_ids, t_attn, t_pos, t_P = (teacher_batch or batch)[:4]
+            h_t = response_hidden(self.teacher, t_ids, t_attn, t_pos, t_P, R)
             w_t = self.teacher.get_output_embeddings().weight
         else:
             h_t = w_t = None
@@ -263,7 +279,7 @@ class OnPolicyTrainer:
         samples = self.rollout(step, self.next_prompts())
         t1 = time.time()
         batch = response_batch(samples, self.tok.pad_token_id)
-        scored, ref_logp = self.score(batch)
+        scored, ref_logp = self.score(batch, self.teacher_batch(samples))
         mask = batch[5]
         outcome = torch.tensor([s["outcome"] for s in samples])
         groups = torch.tensor([s["group"] for s in samples])

@@ -129,6 +129,9 @@ def _check_objective(train, teacher_topk: Optional[int] = None) -> None:
     """Raise ``UnsupportedCombination`` when ``train`` (a ``TrainConfig``) cannot run on verl, exactly
     or (``teacher_topk`` > ``top_k``, see the module docstring) approximately."""
     o = train.objective
+    if train.teacher_prompt == "own":
+        raise _refuse("teacher_prompt: own (the teacher scoring its own chat template's prompt) has no "
+                      "verl mapping here: verl's teacher scores the student's token ids")
     if o.tail_bucket:
         raise _refuse("tail_bucket is not wired to verl's distillation losses (it needs the teacher's "
                       "mass on the whole candidate set, which verl's teacher does not return for the "
