@@ -220,8 +220,10 @@ def test_switching_the_sft_backend_reruns_only_the_cold_start(run, tmp_path):
     jobs = planned_jobs(wd, configs=(cfg,))
     # every re-evaluated model belongs to an OPD experiment, so each is probed again too
     assert jobs.pop("probe", 0) == jobs.get("eval_generate")
-    # opd_coldstart: its SFT, its training, and the evaluation of the SFT model and 2 checkpoints
-    assert jobs == {"sft_cold_start": 1, "train": 1, "eval_generate": 3, "grade": 3, "figures": 1, "all": 1}
+    # opd_coldstart: its SFT, its training, and the evaluation of the SFT model and 2 checkpoints;
+    # the figures and the claims read every grade
+    assert jobs == {"sft_cold_start": 1, "train": 1, "eval_generate": 3, "grade": 3, "figures": 1, "claims": 1,
+                    "all": 1}
 
 
 def test_switching_the_generation_backend_reruns_generation_and_what_follows(run, tmp_path):
@@ -234,7 +236,7 @@ def test_switching_the_generation_backend_reruns_generation_and_what_follows(run
     # or training of the experiments that do not use the rollouts
     n_probes = len(list((wd / "results/probe").glob("*/*/tiny_eval.json")))   # they read the generations
     assert jobs == {"teacher_rollout": 1, "sft_cold_start": 1, "train": 1, "eval_generate": n_models,
-                    "grade": n_models, "probe": n_probes, "figures": 1, "all": 1}
+                    "grade": n_models, "probe": n_probes, "figures": 1, "claims": 1, "all": 1}
 
 
 def test_rollout_resumes_after_a_killed_run(run):
