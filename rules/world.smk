@@ -54,6 +54,7 @@ rule world_model:
         metrics=f"{R}/world/pretrain/{{world_model}}/metrics.jsonl",
     params:
         spec=get_world_model_spec,
+        thinking=get_world_model_thinking,
         seed=config["seed"],
     threads: get_resource("world_model", "threads")
     resources:

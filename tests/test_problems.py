@@ -1,10 +1,15 @@
-"""The tiny world's problem generator: determinism, disjoint splits, correct answers."""
+"""The tiny world's problem generator: determinism, disjoint splits, correct answers, families
+and the two solution styles."""
+import random
+
 import pytest
 
 from opd.io import flat_view
 from opd.grading.extract import last_boxed
 from opd.grading.verify import is_correct
-from opd.world.problems import ProblemSpec, evaluate, make_splits, sample_problem, to_frame
+from opd.world.problems import (Problem, ProblemSpec, evaluate, from_info, make_splits, sample_problem,
+                                to_frame)
+from opd.world.styles import render
 
 
 def test_seeded_and_deterministic():
@@ -53,7 +58,52 @@ def test_frame_is_verl_rows():
 
 def test_impossible_request_is_a_clear_error():
     with pytest.raises(ValueError, match="distinct problems"):
-        make_splits(ProblemSpec(min_ops=1, max_ops=1, max_operand=2), {"train": 100}, seed=0)
+        make_splits(ProblemSpec(min_ops=1, max_ops=1, max_operand=3), {"train": 100}, seed=0)
     with pytest.raises(ValueError, match="min_ops"):
         ProblemSpec(min_ops=3, max_ops=1)
+    with pytest.raises(ValueError, match="family"):
+        sample_problem(random.Random(0), ProblemSpec(), "div")
+    with pytest.raises(ValueError, match="style"):
+        render(Problem((1, 2), ("+",), 0), "verbose", None)
+
+
+def test_hand_worked_chains_of_each_family():
+    assert evaluate((7, 6, 3), ("*", "+")) == [7, 42, 45]
+    assert evaluate((47, 6, 3), ("mod", "+")) == [47, 5, 8]
+    assert evaluate((7, 5, 3), ("+", "-")) == [7, 12, 9]
+    p = Problem((7, 6, 3), ("*", "+"), 0, "mul")
+    assert p.expr == "7 * 6 + 3" and p.answer == 45
+    assert render(p, "terse", None) == "7 * 6 = 42. 42 + 3 = 45. The answer is \\boxed{45}."
+    assert render(p, "think", None) == ("<think>\nStart with 7. 7 times 6 is 42. 42 plus 3 is 45. Done.\n</think>"
+                                        "\n\nThe answer is \\boxed{45}.")
+
+
+def test_families_follow_the_split_lists_and_survive_the_frame():
+    fams = {"train": ["add", "mul", "mod"], "eval": ["mul"]}
+    s = make_splits(ProblemSpec(1, 4, 9), {"train": 300, "eval": 40}, seed=0, families=fams)
+    assert {p.family for p in s["train"]} == {"add", "mul", "mod"}
+    assert {p.family for p in s["eval"]} == {"mul"}
+    for p in s["train"]:
+        first = p.ops[0]
+        assert {"add": first in "+-", "mul": first == "*", "mod": first == "mod"}[p.family]
+        assert min(p.values) >= 0
+    df = to_frame(s["train"], "train")
+    back = [from_info(e) for e in df["extra_info"]]
+    assert [(b.operands, b.ops, b.family) for b in back] == [(p.operands, p.ops, p.family) for p in s["train"]]
+    # families have their own question templates (what teacher-aligned selection tells apart)
+    questions = {f: {p.question.split(" ")[0] for p in s["train"] if p.family == f} for f in ("mul", "mod")}
+    assert not questions["mul"] & questions["mod"]
+
+
+@pytest.mark.parametrize("style", ["terse", "think"])
+def test_styles_vary_in_phrasing_but_always_box_the_answer(style):
+    s = make_splits(ProblemSpec(2, 4, 9), {"train": 60}, seed=2, families={"train": ["add", "mul", "mod"]})["train"]
+    rng = random.Random(0)
+    for p in s:
+        texts = {render(p, style, rng) for _ in range(8)}
+        assert len(texts) > 1                              # real uncertainty: several valid phrasings
+        for t in texts:
+            assert last_boxed(t) == str(p.answer)
+            assert is_correct(t, str(p.answer))
+            assert t.startswith("<think>") == (style == "think")
 
