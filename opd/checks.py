@@ -19,8 +19,8 @@ that names the key, the file and the fix:
   in every row and no repeated problem id; read from the metadata and the ground-truth and id
   columns only;
 * ``data.dedup.encoder`` (when dedup is on), ``data.selection.encoder`` and
-  ``data.selection.dedup.encoder`` (when prompts are selected): a local sentence-transformers
-  folder, when set.
+  ``data.selection.dedup.encoder`` (when prompts are selected, or drawn at random as the
+  selection's control): a local sentence-transformers folder, when set.
 
 ``config_warnings`` lists what is legal but probably not meant (greedy decoding with several
 samples, more rollout prompts than there are). No torch, no pandas at import.
@@ -251,7 +251,7 @@ def check_encoder(key: str, path: str | None) -> None:
 
 def selects_prompts(config: dict) -> bool:
     return "selection" in config["data"] and any(
-        e.get("prompts") == "selected" for e in config["experiments"].values())
+        e.get("prompts") in ("selected", "random") for e in config["experiments"].values())
 
 
 def cold_starts(config: dict) -> bool:

@@ -126,8 +126,10 @@ def check_config(config: dict) -> None:
         if exp.get("cold_start") and teacher is None:
             raise ConfigError(f"{key}.cold_start: a cold start rolls out the teacher, so set "
                               f"{key}.teacher")
-        if exp.get("prompts", "all") == "selected" and "selection" not in config["data"]:
-            raise ConfigError(f"{key}.prompts: 'selected' needs a data.selection section")
+        prompts = exp.get("prompts", "all")
+        if prompts in ("selected", "random") and "selection" not in config["data"]:
+            raise ConfigError(f"{key}.prompts: {prompts!r} needs a data.selection section (the "
+                              "random control draws as many prompts as the selection keeps)")
         try:
             TrainConfig.from_dict(experiment_config(config, name))
         except ValueError as err:

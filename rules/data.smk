@@ -1,8 +1,9 @@
 # Datasets: benchmarks normalised to the project's row format; training prompts deduplicated
 # against the benchmarks; the selection reference deduplicated against the training set; the
-# teacher-aligned selection. The default training set (data.train) lives in results/data/, an
-# experiment's own set (experiments.<exp>.data) in results/data/sets/<exp>/, the cold-start
-# prompts (rollout.source) in results/data/rollout_prompts.parquet. The *_set rules run the
+# teacher-aligned selection and its control, as many training prompts drawn at random
+# (random_prompts.parquet, `prompts: random`). The default training set (data.train) lives in
+# results/data/, an experiment's own set (experiments.<exp>.data) in results/data/sets/<exp>/,
+# the cold-start prompts (rollout.source) in results/data/rollout_prompts.parquet. The *_set rules run the
 # same stage functions as their default-set rules (aliases in opd/stages/data.py).
 
 
@@ -157,9 +158,11 @@ rule select_prompts:
         reference=f"{R}/data/reference.parquet",
     output:
         selected=f"{R}/data/selected.parquet",
+        random=f"{R}/data/random_prompts.parquet",
         report=f"{R}/data/selection_report.json",
     params:
         selection=get_selection_params,
+        seed=config["seed"],
     threads: get_resource("select_prompts", "threads")
     resources:
         mem_mb=get_resource("select_prompts", "mem_mb"),
@@ -180,9 +183,11 @@ rule select_prompt_set:
         reference=f"{R}/data/sets/{{prompt_set}}/reference.parquet",
     output:
         selected=f"{R}/data/sets/{{prompt_set}}/selected.parquet",
+        random=f"{R}/data/sets/{{prompt_set}}/random_prompts.parquet",
         report=f"{R}/data/sets/{{prompt_set}}/selection_report.json",
     params:
         selection=get_selection_params,
+        seed=config["seed"],
     wildcard_constraints:
         prompt_set="|".join(PROMPT_SETS) or "^$",
     threads: get_resource("select_prompt_set", "threads")

@@ -63,21 +63,49 @@ def dag(workdir, override: dict) -> tuple[set, str]:
 
 
 def test_each_set_is_deduplicated_and_selected_apart(tmp_path):
-    edges, plan = dag(tmp_path, {"experiments": {"opd_aligned": {"data": {"source": "world:heldout"}}},
+    experiments = yaml.safe_load(DEFAULT.read_text())["experiments"]
+    # the other experiments that select from the default set (C6's random control) take it all
+    override = {e: {"prompts": "all"} for e, x in experiments.items()
+                if e != "opd_aligned" and x.get("prompts", "all") != "all"}
+    override["opd_aligned"] = {"data": {"source": "world:heldout"}}
+    cold = {x["teacher"] for x in experiments.values() if x.get("cold_start")}
+    edges, plan = dag(tmp_path, {"experiments": override,
                                  "rollout": {"source": {"source": "world:heldout", "prompt_style": "keep"}}})
     # (a --dag label names only the wildcards a job adds to those of its inputs)
     s = "dedup_prompt_set prompt_set: opd_aligned"
     assert {("prepare_benchmark bench: tiny_eval", s), (s, "dedup_reference_set"),
             ("dedup_reference_set", "select_prompt_set"), ("select_prompt_set", "train exp: opd_aligned"),
             ("dedup_train", "train exp: opd"),
-            ("prepare_benchmark bench: tiny_eval", "dedup_rollout_prompts"),
-            ("dedup_rollout_prompts", "teacher_rollout teacher: teacher")} <= edges
+            ("prepare_benchmark bench: tiny_eval", "dedup_rollout_prompts")} <= edges
+    assert cold and {("dedup_rollout_prompts", f"teacher_rollout teacher: {t}") for t in cold} <= edges
     # the default set's selection is not needed any more; the rollout no longer reads data.train
     assert not any("select_prompts" in (a, b) or "dedup_reference" in (a, b) for a, b in edges)
-    assert ("dedup_train", "teacher_rollout teacher: teacher") not in edges
+    assert not any(a == "dedup_train" and b.startswith("teacher_rollout") for a, b in edges)
     assert "results/data/sets/opd_aligned/selected.parquet" in plan
     assert "results/data/rollout_prompts.parquet" in plan
     assert "results/data/reference.parquet" not in plan   # only the set that selects needs a reference
+
+
+def test_random_prompts_are_the_selections_control(tmp_path):
+    """``prompts: random`` trains on random_prompts.parquet, written by the selection's own rule
+    (so its size is the selection's), and like ``selected`` needs a data.selection section."""
+    edges, plan = dag(tmp_path, {"experiments": {"opd": {"prompts": "random"},
+                                                 "opd_grpo_teacher": {"prompts": "random"}}})
+    s = "dedup_prompt_set prompt_set: opd_grpo_teacher"
+    assert {("dedup_train", "dedup_reference"), ("dedup_reference", "select_prompts"),
+            ("select_prompts", "train exp: opd"), (s, "dedup_reference_set"),
+            ("dedup_reference_set", "select_prompt_set"),
+            ("select_prompt_set", "train exp: opd_grpo_teacher")} <= edges
+    assert "results/data/random_prompts.parquet" in plan
+    assert "results/data/sets/opd_grpo_teacher/random_prompts.parquet" in plan
+    from opd.config import check_config
+
+    cfg = yaml.safe_load(DEFAULT.read_text())
+    del cfg["data"]["selection"]
+    for exp in cfg["experiments"].values():
+        exp["prompts"] = "random"
+    with pytest.raises(ConfigError, match=r"experiments\.\w+\.prompts: 'random' needs a data\.selection section"):
+        check_config(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +150,12 @@ def test_reference_dedup_reports_every_removed_pair(dapo, tmp_path):
     assert not set(kept["extra_info"].map(lambda e: e["problem_id"])) & set(removed)
     # the selection reads the deduplicated reference as it is (project rows)
     select_prompts(train=str(tmp_path / "train.parquet"), reference=str(tmp_path / "reference.parquet"),
-                   selection={"top_n": 10, "score": "max"}, selected=str(tmp_path / "selected.parquet"),
-                   report=str(tmp_path / "selection.json"))
+                   selection={"top_n": 10, "score": "max"}, seed=3, selected=str(tmp_path / "selected.parquet"),
+                   random=str(tmp_path / "random.parquet"), report=str(tmp_path / "selection.json"))
     assert len(pd.read_parquet(tmp_path / "selected.parquet")) == 10
+    assert len(pd.read_parquet(tmp_path / "random.parquet")) == 10    # C6's control: as many, at random
+    control = json.loads((tmp_path / "selection.json").read_text())["random_control"]
+    assert control["n"] == 10 and control["seed"] == 3 and 0 <= control["n_also_selected"] <= 10
 
 
 def test_reference_dedup_off_and_too_strict(tmp_path):

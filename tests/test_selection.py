@@ -13,7 +13,7 @@ import random
 import pandas as pd
 import pytest
 
-from opd.data.selection import n_to_keep, select_aligned
+from opd.data.selection import n_to_keep, random_control, select_aligned
 
 from conftest import SHARED_DATA, questions_frame
 
@@ -100,3 +100,21 @@ def test_n_to_keep():
     assert n_to_keep(10, None, 0.25) == 3
     assert n_to_keep(10, None, 1.0) == 10
     assert n_to_keep(0, None, 0.5) == 0
+
+
+def test_random_control_draws_a_seeded_subset_in_order():
+    cand = questions_frame("c", [f"What is {i} + 1?" for i in range(50)])
+    ids = _ids(cand)
+    drawn = random_control(cand, 20, seed=7)
+    assert len(drawn) == 20 and list(drawn.columns) == list(cand.columns)
+    assert list(drawn.index) == list(range(20))
+    got = _ids(drawn)
+    assert len(set(got)) == 20 and set(got) <= set(ids)
+    assert got == sorted(got, key=ids.index)                          # the original order
+    assert _ids(random_control(cand, 20, seed=7)) == got              # deterministic per seed
+    assert _ids(random_control(cand, 20, seed=8)) != got              # another seed, other rows
+    assert _ids(random_control(cand, 50, seed=7)) == ids              # all of them: the set itself
+    assert len(random_control(cand, 0, seed=7)) == 0
+    for bad in (51, -1, 2.5, True):
+        with pytest.raises(ValueError):
+            random_control(cand, bad, seed=7)

@@ -23,6 +23,9 @@ questions ("What is 537 + 48?") sit closer to the centroid of 200 DAPO problems 
 DAPO problems do (tests/test_selection.py has the numbers), so use it with care.
 
     >>> selected, report = select_aligned(deepmath, dapo, fraction=0.5, score="max")
+
+``random_control(candidates, n, seed)`` is the selection's control (claim C6: OPD on as many
+prompts drawn at random): ``n`` rows drawn uniformly without replacement, in original order.
 """
 from __future__ import annotations
 
@@ -118,6 +121,24 @@ def select_aligned(candidates: pd.DataFrame, reference: pd.DataFrame,
                      "bottom": pairs(ranked[::-1][:n_examples])},
     }
     return candidates.iloc[np.sort(chosen)].reset_index(drop=True), report
+
+
+def random_control(candidates: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """``n`` rows of ``candidates`` drawn uniformly at random without replacement.
+
+    candidates: any frame of ``N`` rows (the deduplicated training set). Returns a frame of
+    ``n`` rows with the same columns, the rows unchanged and in their original order (a subset,
+    not a shuffle; index reset to ``0..n-1``). The draw depends only on ``(N, n, seed)``
+    (``numpy.random.default_rng(seed)``), so one seed gives the same rows on every run.
+    Raises ``ValueError`` when ``n`` is negative or not an integer, or ``n > N``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if n > len(candidates):
+        raise ValueError(f"cannot draw {n} random prompts from {len(candidates)} candidates")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(candidates), size=int(n), replace=False))
+    return candidates.iloc[chosen].reset_index(drop=True)
 
 
 def _stats(x: np.ndarray) -> dict:

@@ -76,19 +76,28 @@ def dedup_reference(*, source: str, train: str, spec: dict, dedup: dict, referen
 dedup_reference_set = dedup_reference
 
 
-def select_prompts(*, train: str, reference: str, selection: dict, selected: str,
-                   report: str) -> None:
+def select_prompts(*, train: str, reference: str, selection: dict, seed: int, selected: str,
+                   random: str, report: str) -> None:
     """Keep the training prompts closest to the (deduplicated) reference set, which stands for
-    the teacher's post-training prompts."""
-    from opd.data.selection import select_aligned
+    the teacher's post-training prompts; and, as their control (claim C6; ``prompts: random``),
+    as many training prompts drawn at random (``seed``), both in the training set's order."""
+    from opd.data.selection import random_control, select_aligned
 
-    kept, summary = select_aligned(read_parquet(train), read_parquet(reference),
+    candidates = read_parquet(train)
+    kept, summary = select_aligned(candidates, read_parquet(reference),
                                    encoder_path=selection.get("encoder"),
                                    top_n=selection.get("top_n"), fraction=selection.get("fraction"),
                                    score=selection.get("score", "max"))
+    control = random_control(candidates, len(kept), seed)
+    ids = {e["problem_id"] for e in kept["extra_info"]}
+    summary["random_control"] = {
+        "n": int(len(control)), "seed": int(seed),
+        "n_also_selected": sum(e["problem_id"] in ids for e in control["extra_info"])}
     write_parquet(kept, selected)
+    write_parquet(control, random)
     write_json(summary, report)
-    print(f"selection: kept {len(kept)} training prompts -> {selected}")
+    print(f"selection: kept {len(kept)} training prompts -> {selected}; as many at random "
+          f"(seed {seed}) -> {random}")
 
 
 select_prompt_set = select_prompts
