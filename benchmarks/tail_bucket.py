@@ -36,8 +36,15 @@ def run(lr: float, tail: bool, steps: int, world: Path, seed: int) -> list[dict]
     torch.manual_seed(seed)
     prompts = world / "problems" / "train.parquet"
     rows = flat_view(read_parquet(prompts), str(prompts))[["problem_id", "prompt", "ground_truth"]].to_dict("records")
-    cfg = TrainConfig.from_dict({"steps": steps, "prompts_per_step": 32, "n_samples": 2, "max_new_tokens": 64,
+    import yaml
+
+    from opd.model_refs import thinking_of
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg = TrainConfig.from_dict({"steps": steps, "prompts_per_step": 32, "n_samples": 2, "max_new_tokens": 96,
                                  "lr": lr, "micro_batch_size": 64, "seed": seed,
+                                 "enable_thinking": thinking_of(config, "student"),
+                                 "teacher_enable_thinking": thinking_of(config, "teacher"),
                                  "objective": {"top_k": 16, "strategy": "only_stu", "weight_mode": "student_p",
                                                "student_temperature": 0.7, "tail_bucket": tail,
                                                "metrics_chunk_tokens": 16}})

@@ -117,6 +117,11 @@ def get_world_model_spec(wildcards):
     return canonical(config["models"][wildcards.world_model]["world"])
 
 
+def get_world_model_thinking(wildcards):
+    """The chat-template switch the world model is pretrained (and later used) with."""
+    return thinking_of(config, wildcards.world_model)
+
+
 def get_benchmark_spec(wildcards):
     return canonical(config["data"]["benchmarks"][wildcards.bench])
 
@@ -181,10 +186,11 @@ def data_dir(name):
 
 
 def get_train_prompts(wildcards):
-    """The experiment's deduplicated training prompts, or the teacher-aligned selection of them."""
-    exp = config["experiments"][wildcards.exp]
-    folder = data_dir(prompt_set(config, wildcards.exp))
-    return f"{folder}/selected.parquet" if exp.get("prompts") == "selected" else f"{folder}/train.parquet"
+    """The experiment's deduplicated training prompts (``prompts: all``), the teacher-aligned
+    selection of them (``selected``), or as many of them drawn at random (``random``)."""
+    files = {"all": "train.parquet", "selected": "selected.parquet", "random": "random_prompts.parquet"}
+    prompts = config["experiments"][wildcards.exp].get("prompts", "all")
+    return f"{data_dir(prompt_set(config, wildcards.exp))}/{files[prompts]}"
 
 
 def get_rollout_prompts(wildcards):
@@ -296,10 +302,19 @@ def get_all_grades(wildcards=None):
 
 
 def probe_experiments():
-    """The OPD experiments whose models are probed (none with ``probe.enabled: false``)."""
+    """The OPD experiments whose models are probed: ``probe.experiments``, else every one (none
+    with ``probe.enabled: false``)."""
     if not config.get("probe", {}).get("enabled", True):
         return []
-    return [e for e in EXPERIMENTS if config["experiments"][e]["method"] == "opd"]
+    chosen = config.get("probe", {}).get("experiments")
+    opd = [e for e in EXPERIMENTS if config["experiments"][e]["method"] == "opd"]
+    if chosen is not None:
+        wrong = sorted(set(chosen) - set(opd))
+        if wrong:
+            raise ValueError(f"probe.experiments: {wrong} are not OPD experiments of this config "
+                             f"({opd}); list OPD experiments, or null for all")
+        return [e for e in opd if e in chosen]
+    return opd
 
 
 def probe_benchmarks():

@@ -15,7 +15,8 @@ BASE = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 def with_paths(tmp_path, tiny_tokenizer, tiny_models, teacher_tok=None):
     cfg = copy.deepcopy(BASE)
     for name, model, tok in (("student", tiny_models[0], tiny_tokenizer),
-                             ("teacher", tiny_models[1], teacher_tok or tiny_tokenizer)):
+                             ("teacher", tiny_models[1], teacher_tok or tiny_tokenizer),
+                             ("teacher_think", tiny_models[1], tiny_tokenizer)):
         d = tmp_path / name
         model.save_pretrained(d)
         tok.save_pretrained(d)

@@ -27,7 +27,8 @@ SMALL = ROOT / "tests" / "configs" / "small.yaml"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 pytestmark = pytest.mark.slow
 FIGURES = ("accuracy_vs_step.png", "training_dynamics.png", "overlap_vs_step.png", "entropy_vs_step.png",
-           "reward_by_class.png", "by_position.png", "extreme_reward.png", "objective_ablation.png")
+           "reward_by_class.png", "by_position.png", "extreme_reward.png", "objective_ablation.png",
+           "claims.png")
 
 
 def snakemake(workdir, *args, configs=(SMALL,), timeout=900, check=True):
@@ -65,7 +66,7 @@ def test_end_to_end_produces_every_artifact(run):
     assert seconds < 600, f"the small end-to-end run took {seconds:.0f}s"
     for split in ("pretrain", "train", "eval", "heldout"):
         assert len(pd.read_parquet(r / f"world/problems/{split}.parquet")) > 0
-    for m in ("teacher", "student"):
+    for m in ("teacher", "teacher_think", "student"):
         assert (r / f"world/models/{m}/config.json").exists()
         assert (r / f"world/models/{m}/tokenizer.json").exists()
     assert json.loads((r / "data/dedup_report.json").read_text())["n_kept"] > 0
@@ -101,15 +102,22 @@ def test_end_to_end_produces_every_artifact(run):
     assert t.loc[["student", "teacher", "grpo.step0004"], "gap_recovered"].isna().all()
     for fig in FIGURES:
         assert (r / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the claims table is well formed (whether a claim holds in this 4-step world is not checked)
+    claims = pd.read_csv(r / "tables/claims.csv", keep_default_na=False)
+    assert list(claims["claim"]) == [f"C{i}" for i in range(1, 8)]
+    assert {"metric", "value", "se", "threshold", "holds", "detail"} <= set(claims.columns)
+    assert set(claims["holds"].astype(str)) <= {"True", "False", ""}
+    for c, exps in {"C1": "opd", "C2": "opd_think", "C3": "opd_grpo_teacher", "C5": "opd_coldstart",
+                    "C6": "opd_aligned opd_random"}.items():
+        assert claims.set_index("claim").loc[c, "experiments"] == exps
     # probes: every model of each OPD experiment but its teacher, on the figures' benchmark
     probed = sorted(str(p.relative_to(r / "probe")) for p in (r / "probe").glob("*/*/*.json"))
     expect = [f"{e}/{m}/tiny_eval.json" for e, ms in
               (("opd", ["student", "opd.step0002", "opd.step0004"]),
-               ("opd_aligned", ["student", "opd_aligned.step0002", "opd_aligned.step0004"]),
+               ("opd_think", ["student", "opd_think.step0002", "opd_think.step0004"]),
                ("opd_coldstart", ["student", "opd_coldstart.sft", "opd_coldstart.step0002",
-                                  "opd_coldstart.step0004"]),
-               ("opd_grpo_teacher", ["student", "opd_grpo_teacher.step0002"])) for m in ms]
-    assert set(expect) <= set(probed)
+                                  "opd_coldstart.step0004"])) for m in ms]
+    assert set(expect) == set(probed)                  # probe.experiments: the mechanism claims' runs
     assert not [p for p in probed if p.startswith("grpo/") or "/teacher/" in p]   # no GRPO run, no teacher
     # a model from an experiment: grpo's final checkpoint, hard-linked, taught opd_grpo_teacher
     exported = r / "models/grpo_student/model.safetensors"
@@ -198,9 +206,9 @@ def test_changing_one_experiment_reruns_only_it(run, tmp_path):
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(wd, configs=(changed,))
     # grpo, and what depends on its result (models.grpo_student): the export, the experiment it
-    # teaches, their evaluations (grpo's 2 checkpoints, grpo_student, opd_grpo_teacher's 1) and
-    # that experiment's probes (its student and checkpoint); the figures and claims read them all
-    assert jobs == {"train": 2, "model_from_experiment": 1, "eval_generate": 4, "grade": 4, "probe": 2,
+    # teaches and their evaluations (grpo's 2 checkpoints, grpo_student, opd_grpo_teacher's 1; that
+    # experiment is not in probe.experiments); the figures and claims read them all
+    assert jobs == {"train": 2, "model_from_experiment": 1, "eval_generate": 4, "grade": 4,
                     "figures": 1, "claims": 1, "all": 1}
 
 
