@@ -8,9 +8,9 @@ for which claim. A claim whose experiments are not in the config is reported as 
 * C1 OPD works: the student recovers at least half of the teacher-student gap,
   ``gap = (acc - acc_student) / (acc_teacher - acc_student) >= 0.5`` at the last checkpoint.
 * C2 thinking-pattern mismatch: with a teacher scoring at least as high as C1's, ``gap <= gap_C1 / 3``,
-  and the overlap ratio starts lower than C1's.
+  and the overlap ratio starts lower than C1's (never holding where C1's gap is not positive).
 * C3 no new knowledge: a higher-scoring teacher that knows only what the student saw gives
-  ``gain = acc - acc_student <= gain_C1 / 3``.
+  ``gain = acc - acc_student <= gain_C1 / 3`` (never holding where C1's gain is not positive).
 * C4 mechanism: in C1 the overlap ratio's mean over the last tenth of steps exceeds the first
   tenth's by more than twice its standard error, and the shared set carries >= 97% of the
   student's mass; with a C2 experiment, its overlap starts lower and rises less.
@@ -41,6 +41,8 @@ STATEMENTS = {
     "C6": "teacher-aligned prompt selection helps",
     "C7": "the dense reward degrades with absolute response position",
 }
+# C2 and C3 compare with C1: where OPD with C1's teacher gained nothing, "far less than C1" is void
+_VOID = "; void: C1's gain is not positive, so there is nothing to fall short of"
 COLUMNS = ("claim", "statement", "experiments", "metric", "value", "se", "threshold", "holds", "detail")
 
 
@@ -145,10 +147,10 @@ def evaluate_claims(spec: dict, experiments: dict, grades: dict, metrics: dict) 
         t2 = _acc(grades, experiments[e["C2"]]["teacher"]).value
         r1, r2 = rise(metrics.get(c1, [])), rise(metrics.get(e["C2"], []))
         lower = r1 is not None and r2 is not None and r2[2] < r1[2]
-        holds = g2[0] <= g1[0] / 3 and t2 >= t1 and lower
+        holds = g2[0] <= g1[0] / 3 and t2 >= t1 and lower and g1[0] > 0
         rows.append(_row("C2", [e["C2"], c1], "gap recovered", *g2, g1[0] / 3, holds,
                          f"teacher acc {t2:.3f} vs C1's {t1:.3f}; overlap starts "
-                         f"{'lower' if lower else 'not lower'} than C1's"))
+                         f"{'lower' if lower else 'not lower'} than C1's" + _VOID * (g1[0] <= 0)))
     else:
         rows.append(_not_run("C2", [e["C2"], c1], "gap recovered", "gap_C1 / 3", "needs C1 and C2 experiments"))
 
@@ -158,9 +160,10 @@ def evaluate_claims(spec: dict, experiments: dict, grades: dict, metrics: dict) 
         ts = [_acc(grades, experiments[x]["teacher"]) for x in (e["C3"],)]
         st = _acc(grades, experiments[e["C3"]]["student"])
         higher = ts[0] is not None and st is not None and ts[0].value > st.value
-        rows.append(_row("C3", [e["C3"], c1], "accuracy gain", *a3, a1[0] / 3, a3[0] <= a1[0] / 3 and higher,
+        rows.append(_row("C3", [e["C3"], c1], "accuracy gain", *a3, a1[0] / 3,
+                         a3[0] <= a1[0] / 3 and higher and a1[0] > 0,
                          f"C1's gain {a1[0]:.3f}; the teacher {'scores' if higher else 'does not score'} "
-                         "higher than the student"))
+                         "higher than the student" + _VOID * (a1[0] <= 0)))
     else:
         rows.append(_not_run("C3", [e["C3"], c1], "accuracy gain", "gain_C1 / 3", "needs C1 and C3 experiments"))
 

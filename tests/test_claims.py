@@ -62,6 +62,17 @@ def test_claims_that_do_not_hold_are_reported_as_not_holding():
     assert rows["C7"]["holds"] is False                  # overlap rises with position
 
 
+def test_comparisons_with_a_failed_c1_never_hold():
+    # OPD with C1's teacher lost accuracy: "a third of C1's gap" is negative, and a mismatched run
+    # that collapsed (gap -1) or a reverse run that gained a little would "pass" a bare comparison
+    rows = by_claim(evaluate_claims(SPEC, EXPERIMENTS, grades(opd=0.28, mismatch=0.0, reverse=0.32),
+                                    {"opd": metrics(0.5, 0.01), "mismatch": metrics(0.3, 0.002)}))
+    assert rows["C1"]["value"] == pytest.approx(-0.02 / 0.6)
+    assert rows["C2"]["value"] == pytest.approx(-0.3 / 0.62) and rows["C2"]["value"] <= rows["C1"]["value"] / 3
+    assert rows["C2"]["holds"] is False and "void" in rows["C2"]["detail"]
+    assert rows["C3"]["holds"] is False and "void" in rows["C3"]["detail"]   # gain 0.02 > -0.02 / 3
+
+
 def test_missing_experiments_are_not_run_never_holding():
     rows = by_claim(evaluate_claims({"C1": {"experiment": "opd"}}, EXPERIMENTS, grades(), {}))
     for c in ("C2", "C3", "C5", "C6", "C7"):
