@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-TABLE_COLUMNS = ["model", "kind", "experiment", "step", "benchmark", "mean_score", "best_score",
-                 "solve_none", "solve_all", "avg_output_length", "format_error_rollouts",
+TABLE_COLUMNS = ["model", "kind", "experiment", "step", "benchmark", "mean_score", "mean_score_se",
+                 "best_score", "solve_none", "solve_all", "avg_output_length", "format_error_rollouts",
                  "distinct_4gram", "gap_recovered"]
 
 
