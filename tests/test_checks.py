@@ -86,7 +86,8 @@ def test_model_folder_without_weights_names_the_folder(tmp_path):
 
 
 def test_same_tokenizer_and_head_passes(tmp_path):
-    cfg = config(student=model_dir(tmp_path, "s"), teacher=model_dir(tmp_path, "t"))
+    cfg = config(student=model_dir(tmp_path, "s"), teacher=model_dir(tmp_path, "t"),
+                 teacher_think=model_dir(tmp_path, "tt"))
     check_models(cfg)
 
 
@@ -213,6 +214,7 @@ def test_check_data_covers_train_benchmarks_reference_and_encoders(tmp_path):
     unused = copy.deepcopy(cfg)
     unused["data"]["selection"]["reference"]["source"] = str(empty)
     unused["experiments"]["opd_aligned"]["prompts"] = "all"
+    unused["experiments"]["opd_random"]["prompts"] = "all"
     check_data(unused)
     for section in ("dedup", "selection"):
         bad = copy.deepcopy(cfg)
@@ -233,12 +235,12 @@ def test_warnings_for_greedy_sampling_and_capped_rollouts(tmp_path):
     cfg = copy.deepcopy(BASE)
     cfg["eval"]["temperature"] = 0
     cfg["rollout"]["temperature"] = 0.0
-    cfg["rollout"]["prompts"] = 1001            # the world's train split has 1000 problems
+    cfg["rollout"]["prompts"] = 1201            # the world's train split has 1200 problems
     found = config_warnings(cfg)
     assert len(found) == 3
     assert found[0].startswith("eval.temperature is 0 with eval.n = 4") and "avg@4 then equals pass@1" in found[0]
     assert found[1].startswith("rollout.temperature is 0 with rollout.n = 2")
-    assert found[2].startswith("rollout.prompts = 1001 exceeds the 1000 training prompts of data.train")
+    assert found[2].startswith("rollout.prompts = 1201 exceeds the 1200 training prompts of data.train")
     cfg["eval"]["n"] = cfg["rollout"]["n"] = 1
     assert len(config_warnings(cfg)) == 1
     path = tmp_path / "train.parquet"

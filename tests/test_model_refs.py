@@ -39,14 +39,14 @@ def test_unknown_experiment_and_step_are_refused(cfg):
     with pytest.raises(ConfigError, match=r"models\.grpo_student\.from_experiment: unknown experiment 'grpo_long'"):
         check_config(bad)
     bad = copy.deepcopy(cfg)
-    bad["models"]["grpo_student"]["step"] = 30
+    bad["models"]["grpo_student"]["step"] = 40
     with pytest.raises(ConfigError, match=r"models\.grpo_student\.step: experiment 'grpo' saves checkpoints "
-                                          r"at steps \[20, 40, 60\], not 30"):
+                                          r"at steps \[30, 60\], not 40"):
         check_config(bad)
     good = copy.deepcopy(cfg)
-    good["models"]["grpo_student"]["step"] = 40
+    good["models"]["grpo_student"]["step"] = 30
     check_config(good)
-    assert step_of(good, "grpo_student") == 40
+    assert step_of(good, "grpo_student") == 30
 
 
 def test_an_override_file_switches_a_model_from_an_experiment_to_a_path(cfg, tmp_path):
@@ -139,7 +139,7 @@ def snakemake(workdir, override: dict | None, *args, check=True):
 
 @pytest.mark.parametrize("override, message", [
     ({"models": {"grpo_student": {"step": 25}}},
-     "models.grpo_student.step: experiment 'grpo' saves checkpoints at steps [20, 40, 60], not 25"),
+     "models.grpo_student.step: experiment 'grpo' saves checkpoints at steps [30, 60], not 25"),
     ({"models": {"grpo_student": {"from_experiment": "nosuch"}}},
      "models.grpo_student.from_experiment: unknown experiment 'nosuch'"),
     ({"experiments": {"grpo": {"student": "grpo_student"}}}, "a cycle of models from experiments (grpo -> grpo)"),
