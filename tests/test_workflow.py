@@ -107,8 +107,8 @@ def test_end_to_end_produces_every_artifact(run):
     assert list(claims["claim"]) == [f"C{i}" for i in range(1, 8)]
     assert {"metric", "value", "se", "threshold", "holds", "detail"} <= set(claims.columns)
     assert set(claims["holds"].astype(str)) <= {"True", "False", ""}
-    for c, exps in {"C1": "opd", "C2": "opd_think", "C3": "opd_grpo_teacher", "C5": "opd_coldstart",
-                    "C6": "opd_aligned opd_random"}.items():
+    for c, exps in {"C1": "opd", "C2": "opd_think opd", "C3": "opd_grpo_teacher opd",
+                    "C5": "opd_coldstart opd_think", "C6": "opd_aligned opd_random"}.items():
         assert claims.set_index("claim").loc[c, "experiments"] == exps
     # probes: every model of each OPD experiment but its teacher, on the figures' benchmark
     probed = sorted(str(p.relative_to(r / "probe")) for p in (r / "probe").glob("*/*/*.json"))
