@@ -37,3 +37,22 @@ def test_eval_generate_then_grade_with_model_verifier(tiny_models, tiny_tokenize
     assert all(c or not r for c, r in zip(v["correct"], v["rule_correct"]))
     s = json.loads(summary.read_text())
     assert s["model"] == "m" and s["n_problems"] == 4 and s["n_samples"] == 3
+
+
+def test_verdicts_keep_one_schema_when_no_answer_is_extracted(tiny_problems, tmp_path):
+    # a model that boxes nothing gives a column of missing extractions; its verdicts file must
+    # have the same column types as a model that answers (the backends compare schemas)
+    base = to_frame(tiny_problems["eval"][:2], "eval")
+    from opd.io import flat_view
+    flat = flat_view(base)
+    schemas = []
+    for responses in (["no answer here", "none either"], ["\\boxed{1}", "so \\boxed{2}"]):
+        gens = pd.DataFrame({"problem_id": flat["problem_id"], "sample_idx": 0, "response": responses,
+                             "n_tokens": 3, "finish_reason": "stop", "prompt": flat["prompt"],
+                             "ground_truth": flat["ground_truth"]})
+        path, verdicts = tmp_path / "gens.parquet", tmp_path / "v.parquet"
+        write_parquet(gens, path)
+        grade(generations=str(path), grading={"workers": 1}, summary=str(tmp_path / "g.json"),
+              verdicts=str(verdicts), model="m", bench="b", verifier=None)
+        schemas.append(dict(pd.read_parquet(verdicts).dtypes.astype(str)))
+    assert schemas[0] == schemas[1]

@@ -84,6 +84,8 @@ def grade(*, generations: str, grading: dict, summary: str, verdicts: str, model
         cols += ["rule_correct", "judge_verdict"]
     for col in cols:
         out[col] = v[col]
+    # one schema whatever the answers: a column of only missing extractions would be object
+    out["extracted"] = v["extracted"].astype(object).astype("str")
     stats = summarize(out)
     stats.update({"model": model, "benchmark": bench})
     write_parquet(out, verdicts)
