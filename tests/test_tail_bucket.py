@@ -152,3 +152,26 @@ def test_the_trainer_runs_with_the_tail(tiny_models, tiny_tokenizer, tiny_proble
                               teacher_tokenizer=tiny_tokenizer)
     m = trainer.step(1)
     assert math.isfinite(m["train/loss"]) and math.isfinite(m["train/grad_norm"])
+
+
+@pytest.mark.parametrize("peak", [0.0, 30.0])
+def test_a_zero_mass_tail_has_a_finite_gradient(peak):
+    """A tail with no mass (C covers the vocabulary, or the student puts all its float32 mass on
+    one token) is invalid and masked out of the loss; its gradient must still be finite, or the
+    masked 0 * inf turns every weight into NaN (seen on the tiny world's peaked student)."""
+    from opd.objectives import POLICY_LOSSES, OPDConfig
+    from opd.objectives.topk import candidate_logp
+
+    z = torch.randn(1, 3, 6)
+    z[..., 0] += peak
+    z.requires_grad_(True)
+    r = topk_rewards(z.detach(), torch.randn(1, 3, 6), 6 if peak == 0 else 4, "only_stu", "student_p",
+                     tail_bucket=True)
+    assert not r.valid[..., -1].any()
+    cfg = OPDConfig(top_k=r.ids.shape[-1] - 1, strategy="only_stu", weight_mode="student_p", tail_bucket=True)
+    S = torch.log_softmax(z, -1)
+    new = candidate_logp(S, r.ids, r.valid)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    loss, _ = POLICY_LOSSES.get("vanilla")(new, new.detach(), r.rewards, r.valid, mask, cfg)
+    loss.backward()
+    assert torch.isfinite(z.grad).all()

@@ -170,9 +170,15 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def tail_logp(logp_c: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """log(1 - sum_{valid c} exp logp_c): the log-mass outside the valid candidates; [..., M] -> [...]."""
+    """log(1 - sum_{valid c} exp logp_c): the log-mass outside the valid candidates; [..., M] -> [...].
+
+    The candidates' log-sum is capped at ``-2 M eps`` (``eps`` of the dtype), so a tail that
+    rounds to zero mass reads ``log(2 M eps)``, below the noise level ``log(4 M eps)`` at which
+    ``append_tail`` calls a tail invalid, and its gradient is finite (an uncapped ``log(0)`` gives
+    an infinite derivative, and 0 * inf = NaN in the backward of a masked-out tail)."""
     masked = torch.where(valid, logp_c, torch.full_like(logp_c, float("-inf")))
-    return log1mexp(torch.logsumexp(masked, dim=-1))
+    cap = -2.0 * max(logp_c.shape[-1], 1) * torch.finfo(logp_c.dtype).eps
+    return log1mexp(torch.logsumexp(masked, dim=-1).clamp(max=cap))
 
 
 def candidate_logp(logp: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
