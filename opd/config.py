@@ -150,7 +150,21 @@ def check_config(config: dict) -> None:
         p = world["problems"]
         if p["min_ops"] > p["max_ops"]:
             raise ConfigError("world.problems.min_ops: must not exceed world.problems.max_ops")
+        from opd.world.problems import FAMILIES
+        from opd.world.styles import STYLES
+
+        named = [(f"world.problems.families.{split}", f) for split, f in (p.get("families") or {}).items()]
+        named += [(f"models.{n}.world.families", m["world"]["families"]) for n, m in models.items()
+                  if m.get("world", {}).get("families")]
+        for key, families in named:
+            for family in families:
+                if family not in FAMILIES:
+                    raise ConfigError(f"{key}: unknown problem family {family!r}; known: {', '.join(FAMILIES)}")
         for name, m in models.items():
+            style = m.get("world", {}).get("style", "terse")
+            if style not in STYLES:
+                raise ConfigError(f"models.{name}.world.style: unknown solution style {style!r}; "
+                                  f"known: {', '.join(STYLES)}")
             size = m.get("world", {}).get("size")
             if size and size["hidden_size"] % size["num_heads"]:
                 raise ConfigError(f"models.{name}.world.size.hidden_size: must be divisible by "

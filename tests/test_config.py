@@ -72,3 +72,19 @@ def test_default_config_inputs_pass_and_warn_of_nothing():
     from opd.config import check_inputs
     check_inputs(BASE)
     assert config_warnings(BASE) == []
+
+
+@pytest.mark.parametrize("where, key", [
+    (lambda c: c["world"]["problems"]["families"].__setitem__("train", ["add", "div"]),
+     r"world\.problems\.families\.train: unknown problem family 'div'; known: add, mul, mod"),
+    (lambda c: c["models"]["student"]["world"].__setitem__("families", ["pow"]),
+     r"models\.student\.world\.families: unknown problem family 'pow'"),
+    (lambda c: c["models"]["teacher"]["world"].__setitem__("style", "verbose"),
+     r"models\.teacher\.world\.style: unknown solution style 'verbose'; known: terse, think"),
+])
+def test_world_names_are_checked_against_the_generator(where, key):
+    """Family and style names have one home (opd/world); the config check reads it."""
+    cfg = copy.deepcopy(BASE)
+    where(cfg)
+    with pytest.raises(ConfigError, match=key):
+        check_config(cfg)
