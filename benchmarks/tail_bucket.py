@@ -10,6 +10,7 @@ rollout accuracy. Needs the tiny world (``make run`` first)::
 
     .venv/bin/python benchmarks/tail_bucket.py                   # 3 lrs x 2 variants x 40 steps
     .venv/bin/python benchmarks/tail_bucket.py --steps 5 --lrs 1e-4   # smoke run
+    .venv/bin/python benchmarks/tail_bucket.py --replot          # redraw the figure from the JSON
 
 Writes ``benchmarks/results/tail_bucket.json`` and ``benchmarks/results/tail_bucket.png``.
 """
@@ -61,6 +62,31 @@ def run(lr: float, tail: bool, steps: int, world: Path, seed: int) -> list[dict]
     return out
 
 
+def plot(runs: dict, lrs: list[float], out: Path, window: int = 5) -> None:
+    """Left: the student's mass outside its own top-k (the leak; log scale). Right: the rollout
+    accuracy, a ``window``-step running mean (one step is 64 responses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, lr in enumerate(lrs):
+        for tail, ls in ((False, "--"), (True, "-")):
+            v = pd.DataFrame(runs[f"lr={lr:g} tail={tail}"])
+            label = f"lr {lr:g}, {'tail bucket' if tail else 'top-k only'}"
+            axes[0].plot(v["step"], (1 - v["mass_own_topk"]).clip(lower=1e-9), ls, color=f"C{i}", label=label)
+            axes[1].plot(v["step"], v["accuracy"].rolling(window, min_periods=1).mean(), ls, color=f"C{i}",
+                         label=label)
+    axes[0].set(xlabel="step", ylabel="student mass outside its own top-16", yscale="log",
+                title="mass leak (1 - mass on own top-16)")
+    axes[1].set(xlabel="step", ylabel=f"rollout accuracy ({window}-step mean)", title="accuracy")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
@@ -68,7 +94,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--world", default=str(ROOT / "results" / "world"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tail_bucket.json"))
+    ap.add_argument("--replot", action="store_true", help="redraw the figure from --out's JSON only")
     args = ap.parse_args()
+    if args.replot:
+        import json
+
+        saved = json.loads(Path(args.out).read_text())
+        lrs = sorted({float(k.split()[0].split("=")[1]) for k in saved["runs"]})
+        plot(saved["runs"], lrs, Path(args.out).with_suffix(".png"))
+        return
     world = Path(args.world)
     if not (world / "models" / "student" / "config.json").exists():
         raise SystemExit(f"no tiny world in {world}: run `make run` first (or pass --world)")
@@ -89,23 +123,7 @@ def main() -> None:
                 "steps": args.steps, "seed": args.seed, "final": f"mean of the last {tenth} steps",
                 "summary": summary, "runs": runs,
                 "machine": {"cpu": cpu_model(), "load_avg_1m": os.getloadavg()[0]}}, args.out)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for i, lr in enumerate(args.lrs):
-        for tail, ls in ((False, "--"), (True, "-")):
-            v = runs[f"lr={lr:g} tail={tail}"]
-            label = f"lr {lr:g}, {'tail bucket' if tail else 'top-k only'}"
-            axes[0].plot([r["step"] for r in v], [r["mass_own_topk"] for r in v], ls, color=f"C{i}", label=label)
-            axes[1].plot([r["step"] for r in v], [r["accuracy"] for r in v], ls, color=f"C{i}", label=label)
-    axes[0].set(xlabel="step", ylabel="student mass on its own top-16", title="mass leak")
-    axes[1].set(xlabel="step", ylabel="rollout accuracy", title="accuracy")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(Path(args.out).with_suffix(".png"), dpi=110)
+    plot(runs, args.lrs, Path(args.out).with_suffix(".png"))
     for k, s in summary.items():
         print(f"{k}: mass {s['final_mass_own_topk']:.4f}, accuracy {s['final_accuracy']:.3f}")
 
