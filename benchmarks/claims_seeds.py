@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from opd.io import write_json  # noqa: E402
 from opd.runlog import cpu_model  # noqa: E402
+from study import run_study  # noqa: E402
 
 TARGET = "results/tables/claims.csv"
 
@@ -36,17 +35,8 @@ TARGET = "results/tables/claims.csv"
 def run_seed(seed: int, cores: int) -> tuple[Path, float]:
     """Run the study for ``seed``; return its working directory and the wall time in seconds."""
     workdir = ROOT if seed == 0 else ROOT / "benchmarks" / "tmp" / f"claims_seed{seed}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(ROOT / ".venv" / "bin" / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--cores", str(cores), "--configfile", str(ROOT / "config" / "config.yaml"),
-           "--config", f"seed={seed}", "--", "all"]
-    start = time.perf_counter()
-    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, cwd=ROOT)
-    took = time.perf_counter() - start
-    if out.returncode != 0:
-        raise SystemExit(f"seed {seed}: snakemake failed (exit {out.returncode}); see "
-                         f"{workdir}/results/logs/")
-    return workdir, took
+    # seed 0 is the repository's own run (config.yaml's seed), with no overlay file in the root
+    return run_study(workdir, ["all"], config={"seed": seed} if seed else None, cores=cores)
 
 
 def main() -> None:

@@ -24,10 +24,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import pandas as pd
-
-from opd.io import make_row
-
 INSTRUCTION = "Put your final answer within \\boxed{}."
 FAMILIES = ("add", "mul", "mod")
 TEMPLATES = {
@@ -159,6 +155,10 @@ def make_splits(spec: ProblemSpec, sizes: dict[str, int], seed: int,
 def to_frame(problems: list[Problem], split: str, data_source: str = "tiny_arith") -> pd.DataFrame:
     """Problems as a dataset in the project's (verl) row format; ``extra_info`` keeps the chain
     (``family``, ``operands``, ``ops``) so that any style's solution can be rendered from it."""
+    import pandas as pd   # imported here: the DAG build reads FAMILIES and stays light
+
+    from opd.io import make_row
+
     rows = [make_row(data_source, f"{data_source}-{split}-{i}", p.question, p.prompt,
                      str(p.answer), i, split, solution=p.solution, family=p.family,
                      operands=list(p.operands), ops=list(p.ops))

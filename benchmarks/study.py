@@ -1,0 +1,48 @@
+"""Run the study (the Snakefile) in a working directory of its own, for benchmarks that rerun it
+with other settings (``claims_seeds.py``, ``long_opd.py``).  Not a benchmark itself.
+
+    workdir, wall_s = run_study(ROOT / "benchmarks" / "tmp" / "x", ["all"], config={"seed": 1})
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seed_world(workdir: Path, parts: tuple[str, ...] = ("world", "data")) -> None:
+    """Copy ``results/<part>`` of the repository's default run into ``workdir`` (timestamps kept),
+    so a study that changes only training reuses the built tiny world instead of rebuilding it."""
+    for part in parts:
+        src, dst = ROOT / "results" / part, workdir / "results" / part
+        if src.exists() and not dst.exists():
+            shutil.copytree(src, dst, copy_function=shutil.copy2)
+
+
+def run_study(workdir: Path, targets: list[str], config: dict | None = None, cores: int = 2,
+              dry_run: bool = False) -> tuple[Path, float]:
+    """Run snakemake on ``targets`` in ``workdir`` with config/config.yaml, overlaid by ``config``
+    (nested keys merge; written to ``workdir/overlay.yaml``); ``dry_run``: only list the jobs.
+    Jobs of a copied world (``seed_world``) have no provenance records in ``workdir``, so snakemake
+    reruns them only if an input is newer.  Returns (workdir, wall seconds); exits naming the log
+    folder if snakemake fails."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(ROOT / ".venv" / "bin" / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory",
+           str(workdir), "--cores", str(cores), "--configfile", str(ROOT / "config" / "config.yaml")]
+    if config:
+        overlay = workdir / "overlay.yaml"
+        overlay.write_text(yaml.safe_dump(config))
+        cmd.append(str(overlay))
+    if dry_run:
+        cmd.append("-n")
+    start = time.perf_counter()
+    out = subprocess.run(cmd + ["--", *targets], stdin=subprocess.DEVNULL, cwd=ROOT)
+    took = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"snakemake failed (exit {out.returncode}) in {workdir}; see {workdir}/results/logs/")
+    return workdir, took
