@@ -17,11 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def seed_world(workdir: Path, parts: tuple[str, ...] = ("world", "data")) -> None:
     """Copy ``results/<part>`` of the repository's default run into ``workdir`` (timestamps kept),
-    so a study that changes only training reuses the built tiny world instead of rebuilding it."""
+    so a study that changes only training reuses the built tiny world instead of rebuilding it.
+    The copy is replaced on every call: a world rebuilt since is newer, and snakemake then reruns
+    what depends on it in ``workdir``; an unchanged one keeps its timestamps and reruns nothing."""
     for part in parts:
         src, dst = ROOT / "results" / part, workdir / "results" / part
-        if src.exists() and not dst.exists():
-            shutil.copytree(src, dst, copy_function=shutil.copy2)
+        if not src.exists():
+            continue
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, copy_function=shutil.copy2)
 
 
 def run_study(workdir: Path, targets: list[str], config: dict | None = None, cores: int = 2,
