@@ -2,32 +2,35 @@ r"""Memory-bounded OPD scoring and policy-loss backward from hidden states (no [
 
 The trainer passes final hidden states (position t predicts ``tokens[:, t]``) and LM-head
 weights.  Only response positions (``response_mask > 0``) are processed, at most ``chunk_size``
-at a time; fp32 logits / log-probs exist for one chunk only.
+at a time; the logits z = h W^T exist for one chunk only, read through
+``opd.objectives.logprobs.ChunkLogProbs`` (on CUDA one fused pass per model and chunk).
 
-``score_tokens`` (no grad):  per chunk S = log_softmax(h_s W_s^T / T_s), T = log_softmax(h_t W_t^T / T_t),
-then ``topk_details`` (candidates, validity, rewards -- identical to ``topk_rewards`` on the full
-logits) and ``token_mechanism_stats``.  Without a teacher (plain GRPO) the single candidate is
-the sampled token, rewards are 0 and only the student entropy is reported.
+One scoring function, ``score_chunk``, serves every path: per chunk it forms
+S = log_softmax(z_s / T_s) and T = log_softmax(z_t / T_t), then ``topk_details`` (candidates,
+validity, rewards -- identical to ``topk_rewards`` on the full logits) and
+``token_mechanism_stats``.  Without a teacher (plain GRPO) the single candidate is the sampled
+token, rewards are 0 and only the student entropy is reported.
 
-``policy_loss_backward``:  per chunk, on a detached copy h of the hidden rows (leaf) and a
-detached leaf copy of the head,  logp_new = log_softmax(h W^T / T_s)[ids],  chunk loss
+The backward (``ChunkedBackward``) never builds an autograd graph of vocabulary width: per chunk
+the loss
 
     sum_t W_t * (token_loss_t + kl_coef * kl_t)        W = token_weights(response_mask, agg mode)
 
-(``loss_scale`` x that) is back-propagated; the hidden-row gradients are scattered into a
-[B, L, H] buffer and the head gradients accumulate on the head copy.  A final
+(``loss_scale`` x that) is a function of S at a few ids only (the candidates and, for the KL,
+the sampled token), so autograd runs on those [C, M] values; the logits' gradient is then
+``ChunkLogProbs.softmax_grad`` (log_softmax's backward written out), and the hidden-row and
+head gradients are two matmuls, G W and G^T h.  The hidden-row gradients are scattered into a
+[B, L, H] buffer, the head's accumulate in one [V, H] buffer, and a final
 ``torch.autograd.backward([student_hidden, student_head], [grad_hidden, grad_head])`` sends them
-through the model in ONE pass (tied embeddings and non-leaf heads work; DDP-style hooks fire
-once).  Since sum over chunks of the chunk losses equals the full aggregated loss, the
-gradients equal those of the non-chunked reference.
+through the model in ONE pass (tied embeddings and non-leaf heads work).  Since the chunk losses
+sum to the full aggregated loss, the gradients equal those of the non-chunked reference.
 
     >>> scored = score_tokens(h_s, lm_head.weight, h_t, t_head.weight, tokens, mask, cfg, cfg.chunk_size)
     >>> adv = ADV_ESTIMATORS.get(cfg.adv_estimator)(scored.rewards, scored.valid, mask, outcome, gids, cfg)
     >>> stats = policy_loss_backward(h_s, lm_head.weight, tokens, mask, scored, adv, cfg, cfg.chunk_size)
 
 With one optimiser step per rollout batch, ``opd.objectives.single_forward.score_and_backward``
-does both in one pass from the update's own forward (``ChunkedBackward`` holds the backward
-bookkeeping the two share).
+does both in one pass from the update's own forward.
 """
 from __future__ import annotations
 
@@ -37,9 +40,10 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
+from .logprobs import ChunkLogProbs
 from .losses import TOKEN_LOSSES, candidate_mask, kl_penalty, token_weights
-from .mechanism import entropy_from_logp, token_mechanism_stats
-from .topk import candidate_logp, compute_dtype, topk_details
+from .mechanism import token_mechanism_stats
+from .topk import TAIL_ID, compute_dtype, topk_details, with_tail
 
 if TYPE_CHECKING:
     from .config import OPDConfig
@@ -62,25 +66,28 @@ class Scored:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def chunk_logits(hidden_rows: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """hidden_rows [C, H] @ head [V, H]^T in the head's dtype (as an HF lm_head): [C, V]."""
+    return torch.matmul(hidden_rows.to(head.dtype), head.t())
+
+
 def chunk_log_probs(hidden_rows: torch.Tensor, head: torch.Tensor, temperature: float,
                     dtype: torch.dtype) -> torch.Tensor:
-    """log_softmax((hidden_rows [C,H] @ head[V,H]^T) / temperature) as ``dtype`` [C, V].
-
-    The matmul runs in the head's dtype (as an HF lm_head would); the upcast logits are divided
-    by the temperature and normalised in ``dtype``.
-    """
-    z = torch.matmul(hidden_rows.to(head.dtype), head.t()).to(dtype)
+    """log_softmax((hidden_rows [C,H] @ head[V,H]^T) / temperature) as ``dtype`` [C, V], in full."""
+    z = chunk_logits(hidden_rows, head).to(dtype)
     if temperature != 1.0:
         z = z / temperature
     return F.log_softmax(z, dim=-1)
 
 
-def _response_index(response_mask: torch.Tensor) -> torch.Tensor:
+def response_index(response_mask: torch.Tensor) -> torch.Tensor:
+    """Flat indices b * L + l of the response positions, row-major [n_response] long."""
     return (response_mask.reshape(-1) > 0).nonzero().squeeze(1)
 
 
-def _check(student_hidden: torch.Tensor, student_head: torch.Tensor, tokens: torch.Tensor,
-           response_mask: torch.Tensor, chunk_size: int) -> None:
+def check_shapes(student_hidden: torch.Tensor, student_head: torch.Tensor, tokens: torch.Tensor,
+                 response_mask: torch.Tensor, chunk_size: int) -> None:
+    """Raise ``ValueError`` naming the argument whose shape does not fit."""
     if student_hidden.dim() != 3:
         raise ValueError(f"student_hidden must be [B, L, H], got {tuple(student_hidden.shape)}")
     B, L, H = student_hidden.shape
@@ -93,7 +100,7 @@ def _check(student_hidden: torch.Tensor, student_head: torch.Tensor, tokens: tor
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
 
 
-def _check_teacher(student_hidden, student_head, teacher_hidden, teacher_head) -> bool:
+def check_teacher(student_hidden, student_head, teacher_hidden, teacher_head) -> bool:
     """Whether a teacher is given; raises when its hidden states or head do not fit the student's."""
     if (teacher_hidden is None) != (teacher_head is None):
         raise ValueError("pass both teacher_hidden and teacher_head, or neither")
@@ -116,6 +123,63 @@ def stat_names(with_teacher: bool) -> list[str]:
     return list(token_mechanism_stats(torch.zeros(1, 2), torch.zeros(1, 2), 1)) + ["reward"]
 
 
+def chunk_sources(hs_rows: torch.Tensor, student_head: torch.Tensor, ht_rows: Optional[torch.Tensor],
+                  teacher_head: Optional[torch.Tensor], cfg: "OPDConfig", dtype: torch.dtype):
+    """(S, T or None): ``ChunkLogProbs`` of the student's and the teacher's logits of one chunk,
+    scored for the top-k that ``score_chunk`` will ask (``cfg.stats_k``; 0 without a teacher)."""
+    k = cfg.stats_k if ht_rows is not None else 0
+    S = ChunkLogProbs(chunk_logits(hs_rows, student_head), cfg.student_temperature, dtype, k)
+    if ht_rows is None:
+        return S, None
+    return S, ChunkLogProbs(chunk_logits(ht_rows, teacher_head), cfg.teacher_temperature, dtype, k)
+
+
+def score_chunk(S: ChunkLogProbs, T: Optional[ChunkLogProbs], tok: torch.Tensor, cfg: "OPDConfig"):
+    """The scoring of one chunk (every path runs this): ``(ids, valid, rewards, old_logp)`` [C, M],
+    ``token_logp`` [C] and the statistics name -> [C]."""
+    tl = S.at(tok[:, None])[:, 0]
+    stats = {"student_entropy": S.entropy()}
+    if T is not None:
+        d = topk_details(S, T, cfg.top_k, cfg.strategy, cfg.weight_mode, tok, cfg.tail_bucket)
+        stats.update(token_mechanism_stats(S, T, cfg.stats_k, entropies=False))
+        stats["reward"] = d.rewards.sum(-1)
+        stats["teacher_entropy"] = T.entropy()
+        return (d.ids, d.valid, d.rewards, d.student_logp), tl, stats
+    ok = torch.isfinite(tl)
+    old = torch.where(ok, tl, torch.zeros_like(tl))[:, None]
+    return (tok[:, None], ok[:, None], torch.zeros_like(old), old), tl, stats
+
+
+class ScoreStore:
+    """The [B*L]-row buffers of a ``Scored`` (and advantages), filled chunk by chunk."""
+
+    def __init__(self, B: int, L: int, M: int, dtype: torch.dtype, device, with_teacher: bool):
+        n = B * L
+        self.B, self.L, self.M, self.with_teacher = B, L, M, with_teacher
+        self.ids = torch.zeros(n, M, dtype=torch.long, device=device)
+        self.valid = torch.zeros(n, M, dtype=torch.bool, device=device)
+        self.rewards, self.old_logp, self.adv = (torch.zeros(n, M, dtype=dtype, device=device) for _ in range(3))
+        self.token_logp = torch.zeros(n, dtype=dtype, device=device)
+        self.stats: dict[str, torch.Tensor] = {}
+
+    def put(self, sel: torch.Tensor, cand, token_logp: torch.Tensor, stats: dict) -> None:
+        """Write ``score_chunk``'s output for the flat positions ``sel``."""
+        self.ids[sel], self.valid[sel], self.rewards[sel], self.old_logp[sel] = cand
+        self.token_logp[sel] = token_logp
+        for name, v in stats.items():
+            if name not in self.stats:
+                self.stats[name] = torch.zeros(self.ids.shape[0], dtype=torch.float32, device=self.ids.device)
+            self.stats[name][sel] = v.float()
+
+    def scored(self) -> Scored:
+        B, L, M = self.B, self.L, self.M
+        stats = self.stats or {k: torch.zeros(B * L, dtype=torch.float32, device=self.ids.device)
+                               for k in stat_names(self.with_teacher)}   # empty batch: a stable key set
+        return Scored(self.ids.view(B, L, M), self.valid.view(B, L, M), self.rewards.view(B, L, M),
+                      self.old_logp.view(B, L, M), self.token_logp.view(B, L),
+                      {k: v.view(B, L) for k, v in stats.items()})
+
+
 @torch.no_grad()
 def score_tokens(student_hidden: torch.Tensor, student_head: torch.Tensor,
                  teacher_hidden: Optional[torch.Tensor], teacher_head: Optional[torch.Tensor],
@@ -130,60 +194,26 @@ def score_tokens(student_hidden: torch.Tensor, student_head: torch.Tensor,
     Values at response positions equal ``topk_rewards(h_s W_s^T, h_t W_t^T, cfg...)``.
     """
     chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
-    _check(student_hidden, student_head, tokens, response_mask, chunk_size)
+    check_shapes(student_hidden, student_head, tokens, response_mask, chunk_size)
     B, L, H = student_hidden.shape
-    with_teacher = _check_teacher(student_hidden, student_head, teacher_hidden, teacher_head)
-    dev, dtype = student_hidden.device, compute_dtype(student_hidden.dtype)
-    M = cfg.num_candidates if with_teacher else 1
-    n = B * L
-    ids = torch.zeros(n, M, dtype=torch.long, device=dev)
-    valid = torch.zeros(n, M, dtype=torch.bool, device=dev)
-    rewards = torch.zeros(n, M, dtype=dtype, device=dev)
-    old_logp = torch.zeros(n, M, dtype=dtype, device=dev)
-    token_logp = torch.zeros(n, dtype=dtype, device=dev)
-    stats: dict[str, torch.Tensor] = {}
-    hs = student_hidden.reshape(n, H)
-    ht = teacher_hidden.reshape(n, -1) if with_teacher else None
-    toks = tokens.reshape(n).long()
-    metrics_k = cfg.top_k if cfg.top_k > 0 else cfg.metrics_k
-    index = _response_index(response_mask)
+    with_teacher = check_teacher(student_hidden, student_head, teacher_hidden, teacher_head)
+    dtype = compute_dtype(student_hidden.dtype)
+    store = ScoreStore(B, L, cfg.num_candidates if with_teacher else 1, dtype, student_hidden.device, with_teacher)
+    hs = student_hidden.reshape(B * L, H)
+    ht = teacher_hidden.reshape(B * L, -1) if with_teacher else None
+    toks = tokens.reshape(-1).long()
+    index = response_index(response_mask)
     for start in range(0, index.numel(), chunk_size):
         sel = index[start:start + chunk_size]
-        tok = toks[sel]
-        # order chosen so that at most two [C, V] log-prob tensors (+ temporaries) are alive
-        S = chunk_log_probs(hs[sel], student_head, cfg.student_temperature, dtype)
-        tl = S.gather(-1, tok[:, None]).squeeze(-1)
-        token_logp[sel] = tl
-        st = {"student_entropy": entropy_from_logp(S)}
-        if with_teacher:
-            T = chunk_log_probs(ht[sel], teacher_head, cfg.teacher_temperature, dtype)
-            d = topk_details(S, T, cfg.top_k, cfg.strategy, cfg.weight_mode, tok, cfg.tail_bucket)
-            ids[sel], valid[sel], rewards[sel], old_logp[sel] = d.ids, d.valid, d.rewards, d.student_logp
-            st.update(token_mechanism_stats(S, T, metrics_k, entropies=False))
-            st["reward"] = d.rewards.sum(-1)
-            del S, d
-            st["teacher_entropy"] = entropy_from_logp(T)
-            del T
-        else:
-            ok = torch.isfinite(tl)
-            ids[sel] = tok[:, None]
-            valid[sel] = ok[:, None]
-            old_logp[sel] = torch.where(ok, tl, torch.zeros_like(tl))[:, None]
-            del S
-        for name, v in st.items():
-            if name not in stats:
-                stats[name] = torch.zeros(n, dtype=torch.float32, device=dev)
-            stats[name][sel] = v.float()
-    if index.numel() == 0:  # keep the key set stable for empty batches
-        stats = {k: torch.zeros(n, dtype=torch.float32, device=dev) for k in stat_names(with_teacher)}
-    return Scored(ids.view(B, L, M), valid.view(B, L, M), rewards.view(B, L, M), old_logp.view(B, L, M),
-                  token_logp.view(B, L), {k: v.view(B, L) for k, v in stats.items()})
+        S, T = chunk_sources(hs[sel], student_head, ht[sel] if with_teacher else None, teacher_head, cfg, dtype)
+        store.put(sel, *score_chunk(S, T, toks[sel], cfg))
+        del S, T
+    return store.scored()
 
 
 class ChunkedBackward:
-    """Bookkeeping shared by the chunked backward passes: leaf copies of the hidden rows and the
-    head, the per-chunk loss ``sum_t W_t (token_loss_t + kl_coef kl_t)`` and its backward, the
-    scattered hidden-row gradients, the running sums, and the one final backward into the model."""
+    """The chunked backward (module doc): per chunk the loss on S at the candidates and its
+    gradient through ``softmax_grad``; the running sums; one final backward into the model."""
 
     def __init__(self, student_hidden, student_head, tokens, response_mask, cfg, ref_logp, loss_scale):
         if cfg.use_kl_loss and ref_logp is None:
@@ -197,35 +227,48 @@ class ChunkedBackward:
         self.toks = tokens.reshape(-1).long()
         self.ref = ref_logp.reshape(-1).to(self.dtype) if ref_logp is not None else None
         self.h_flat = student_hidden.detach().reshape(self.n, H)
-        self.head_leaf = student_head.detach().requires_grad_(student_head.requires_grad)
-        self.need_h = student_hidden.requires_grad
+        self.need_h, self.need_head = student_hidden.requires_grad, student_head.requires_grad
         self.grad_h = torch.zeros_like(self.h_flat) if self.need_h else None
+        self.grad_head = torch.zeros_like(student_head, memory_format=torch.contiguous_format) if self.need_head else None
         self.zero = torch.zeros((), dtype=torch.float64, device=self.h_flat.device)
         self.pg_sum, self.kl_sum = self.zero.clone(), self.zero.clone()   # no host sync per chunk
         self.cand_sums: dict[str, torch.Tensor] = {}
         self.n_cand = self.zero.clone()
 
-    def log_probs(self, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(leaf hidden rows h [C,H], log_softmax(h W^T / T_s) [C,V] in the autograd graph)."""
-        h = self.h_flat[sel].requires_grad_(self.need_h)           # fresh leaf (advanced indexing copies)
-        return h, chunk_log_probs(h, self.head_leaf, self.cfg.student_temperature, self.dtype)
+    def student(self, sel: torch.Tensor, k: int = 0) -> tuple[torch.Tensor, ChunkLogProbs]:
+        """(hidden rows [C, H], the student's ``ChunkLogProbs`` of the chunk ``sel``)."""
+        h = self.h_flat[sel]
+        return h, ChunkLogProbs(chunk_logits(h, self.head), self.cfg.student_temperature, self.dtype, k)
 
-    def backward(self, sel, h, logp, ids, old, adv, valid, cand_mask) -> None:
-        """Loss of one chunk (candidates ``ids`` [C,M]) and its backward; frees nothing itself."""
+    def backward(self, sel, h, S: ChunkLogProbs, ids, old, adv, valid, cand_mask) -> None:
+        """Loss of one chunk (candidates ``ids`` [C,M], hidden rows ``h`` [C,H]) and its gradients."""
         cfg = self.cfg
-        tok_loss, cst = self.token_fn(candidate_logp(logp, ids, valid), old, adv, valid, cfg)
+        tail = cfg.tail_bucket and ids.shape[-1] == cfg.num_candidates > 1
+        real = torch.where(ids == TAIL_ID, torch.zeros_like(ids), ids) if tail else ids
+        leaves = [S.at(real).detach().requires_grad_(True)]
+        gids = [real]
         w = self.W[sel]
-        pg = (tok_loss * w).sum()
-        total = pg
-        if cfg.use_kl_loss:
-            tl = logp.gather(-1, self.toks[sel][:, None]).squeeze(-1)
-            kl = (kl_penalty(tl, self.ref[sel], cfg.kl_loss_type) * w).sum()
-            total = pg + cfg.kl_loss_coef * kl
-            self.kl_sum += kl.detach().double()
-        if total.requires_grad:
-            (total * self.loss_scale).backward()
-        if self.need_h and h.grad is not None:
-            self.grad_h.index_copy_(0, sel, h.grad)
+        with torch.enable_grad():
+            lp = with_tail(leaves[0], valid) if tail else leaves[0]
+            tok_loss, cst = self.token_fn(lp, old, adv, valid, cfg)
+            pg = (tok_loss * w).sum()
+            total = pg
+            if cfg.use_kl_loss:
+                tok = self.toks[sel][:, None]
+                leaves.append(S.at(tok).detach().requires_grad_(True))
+                gids.append(tok)
+                kl = (kl_penalty(leaves[1][:, 0], self.ref[sel], cfg.kl_loss_type) * w).sum()
+                total = pg + cfg.kl_loss_coef * kl
+                self.kl_sum += kl.detach().double()
+            if self.need_h or self.need_head:
+                grads = torch.autograd.grad(total * self.loss_scale, leaves, allow_unused=True)
+        if self.need_h or self.need_head:
+            g = torch.cat([torch.zeros_like(x) if gx is None else gx for x, gx in zip(leaves, grads)], -1)
+            G = S.softmax_grad(torch.cat(gids, -1), g.detach(), self.head.dtype)
+            if self.need_h:
+                self.grad_h.index_copy_(0, sel, torch.matmul(G, self.head.detach()).to(self.grad_h.dtype))
+            if self.need_head:
+                self.grad_head.addmm_(G.t(), h.to(self.head.dtype))
         self.pg_sum += pg.detach().double()
         self.n_cand += cand_mask.sum()
         for k, v in cst.items():
@@ -237,9 +280,9 @@ class ChunkedBackward:
         if self.need_h:
             roots.append(self.hidden)
             grads.append(self.grad_h.view_as(self.hidden))
-        if self.head.requires_grad and self.head_leaf.grad is not None:
+        if self.need_head:
             roots.append(self.head)
-            grads.append(self.head_leaf.grad)
+            grads.append(self.grad_head)
         if roots:
             torch.autograd.backward(roots, grads)
         cand_sums = self.cand_sums
@@ -271,7 +314,7 @@ def policy_loss_backward(student_hidden: torch.Tensor, student_head: torch.Tenso
     (losses unscaled; candidate stats averaged over valid response candidates).
     """
     chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
-    _check(student_hidden, student_head, tokens, response_mask, chunk_size)
+    check_shapes(student_hidden, student_head, tokens, response_mask, chunk_size)
     if advantages.shape != scored.ids.shape:
         raise ValueError(f"advantages {tuple(advantages.shape)} must match scored.ids {tuple(scored.ids.shape)}")
     run = ChunkedBackward(student_hidden, student_head, tokens, response_mask, cfg, ref_logp, loss_scale)
@@ -279,10 +322,10 @@ def policy_loss_backward(student_hidden: torch.Tensor, student_head: torch.Tenso
     ids, valid = scored.ids.reshape(n, M), scored.valid.reshape(n, M)
     old, adv = scored.old_logp.reshape(n, M).to(run.dtype), advantages.reshape(n, M).to(run.dtype)
     cand_mask = candidate_mask(scored.valid, response_mask).reshape(n, M)
-    index = _response_index(response_mask)
+    index = response_index(response_mask)
     for start in range(0, index.numel(), chunk_size):
         sel = index[start:start + chunk_size]
-        h, logp = run.log_probs(sel)
-        run.backward(sel, h, logp, ids[sel], old[sel], adv[sel], valid[sel], cand_mask[sel])
-        del logp
+        h, S = run.student(sel)
+        run.backward(sel, h, S, ids[sel], old[sel], adv[sel], valid[sel], cand_mask[sel])
+        del S
     return run.finish(index.numel(), M)

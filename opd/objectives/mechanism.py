@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import torch
 
+from .logprobs import as_logprobs, entropy_from_logp  # noqa: F401 (entropy_from_logp: public here too)
 from .topk import LOGP_FLOOR, isin_rows
 
 #: Stats that get relative-position buckets and absolute-position chunks.
@@ -67,16 +68,6 @@ BUCKETED_STATS = POSITION_STATS
 TOKEN_CLASSES = ("shared", "student_only", "teacher_only")
 #: The default of ``chunk_tokens`` (the authors' chunk length; ``OPDConfig.metrics_chunk_tokens``).
 DEFAULT_CHUNK_TOKENS = 1024
-
-
-def entropy_from_logp(logp: torch.Tensor) -> torch.Tensor:
-    """-sum_V p log p with p = exp(logp), [..., V] -> [...] (two [..., V] temporaries).
-
-    Uses ``torch.special.entr`` (entr(0) = 0, so -inf entries contribute 0); rows whose
-    log-probs are NaN (all-(-inf) logits) get entropy 0.
-    """
-    h = torch.special.entr(torch.exp(logp)).sum(-1)
-    return torch.where(torch.isfinite(h), h, torch.zeros_like(h))
 
 
 def _mass(logp_at: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -93,26 +84,26 @@ def _class_sum(r: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, r, torch.zeros_like(r)).sum(-1)
 
 
-def token_mechanism_stats(student_logp: torch.Tensor, teacher_logp: torch.Tensor, k: int,
+def token_mechanism_stats(student_logp, teacher_logp, k: int,
                           entropies: bool = True) -> dict[str, torch.Tensor]:
-    """Per-position statistics of the module doc; S, T [..., V] log-probs -> dict of [...] tensors.
+    """Per-position statistics of the module doc; S, T [..., V] log-probs (tensors or sources of
+    ``opd.objectives.logprobs``) -> dict of [...] tensors.
 
-    ``entropies=False`` leaves out the two entropies (``score_tokens`` computes them itself,
-    so that at most two [C, V] tensors are alive).
+    ``entropies=False`` leaves out the two entropies (``score_tokens`` computes them itself).
     """
-    S, T = student_logp, teacher_logp
+    S, T = as_logprobs(student_logp), as_logprobs(teacher_logp)
     k = min(int(k), S.shape[-1])
-    s_val, s_ids = S.topk(k, dim=-1)
-    t_val, t_ids = T.topk(k, dim=-1)
+    s_val, s_ids = S.topk(k)
+    t_val, t_ids = T.topk(k)
     s_mem, t_mem = torch.isfinite(s_val), torch.isfinite(t_val)
     shared = s_mem & isin_rows(s_ids, t_ids, t_mem)            # [..., k] over the student's list
     t_only = t_mem & ~isin_rows(t_ids, s_ids, s_mem)           # [..., k] over the teacher's list
     s_only = s_mem & ~shared
-    t_at_s, s_at_t = T.gather(-1, s_ids), S.gather(-1, t_ids)
+    t_at_s, s_at_t = T.at(s_ids), S.at(t_ids)
     r_s = _floor(t_at_s) - _floor(s_val)                       # r_c on the student's list
     r_t = _floor(t_val) - _floor(s_at_t)                       # r_c on the teacher's list
     out = {
-        "overlap_ratio": shared.to(S.dtype).sum(-1) / k,
+        "overlap_ratio": shared.to(s_val.dtype).sum(-1) / k,
         "student_mass_shared": _mass(s_val, shared),
         "teacher_mass_shared": _mass(t_at_s, shared),
         "student_mass_own_topk": _mass(s_val, s_mem),
@@ -122,9 +113,9 @@ def token_mechanism_stats(student_logp: torch.Tensor, teacher_logp: torch.Tensor
         "reward_shared_sum": _class_sum(r_s, shared),
         "reward_student_only_sum": _class_sum(r_s, s_only),
         "reward_teacher_only_sum": _class_sum(r_t, t_only),
-        "n_shared": shared.to(S.dtype).sum(-1),
-        "n_student_only": s_only.to(S.dtype).sum(-1),
-        "n_teacher_only": t_only.to(S.dtype).sum(-1),
+        "n_shared": shared.to(s_val.dtype).sum(-1),
+        "n_student_only": s_only.to(s_val.dtype).sum(-1),
+        "n_teacher_only": t_only.to(s_val.dtype).sum(-1),
     }
     any_mem = s_mem.any(-1)
     inf = torch.full_like(r_s, float("inf"))
@@ -146,8 +137,8 @@ def token_mechanism_stats(student_logp: torch.Tensor, teacher_logp: torch.Tensor
                                       torch.zeros_like(t_val[..., 0])),
     })
     if entropies:
-        out["student_entropy"] = entropy_from_logp(S)
-        out["teacher_entropy"] = entropy_from_logp(T)
+        out["student_entropy"] = S.entropy()
+        out["teacher_entropy"] = T.entropy()
     return out
 
 

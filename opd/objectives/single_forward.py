@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
-from .chunked import ChunkedBackward, Scored, _check, _check_teacher, chunk_log_probs, stat_names
-from .mechanism import entropy_from_logp, token_mechanism_stats
-from .topk import topk_details
+from .chunked import (ChunkedBackward, Scored, ScoreStore, check_shapes, check_teacher, chunk_logits,
+                      score_chunk)
+from .logprobs import ChunkLogProbs
 
 if TYPE_CHECKING:
     from .config import OPDConfig
@@ -100,64 +100,35 @@ def score_and_backward(student_hidden: torch.Tensor, student_head: torch.Tensor,
     ``advantage_fn`` gave; the float stats of ``policy_loss_backward`` (ratio 1: clipfrac 0).
     """
     chunk_size = cfg.chunk_size if chunk_size is None else chunk_size
-    _check(student_hidden, student_head, tokens, response_mask, chunk_size)
-    with_teacher = _check_teacher(student_hidden, student_head, teacher_hidden, teacher_head)
+    check_shapes(student_hidden, student_head, tokens, response_mask, chunk_size)
+    with_teacher = check_teacher(student_hidden, student_head, teacher_hidden, teacher_head)
     run = ChunkedBackward(student_hidden, student_head, tokens, response_mask, cfg, ref_logp, loss_scale)
     B, L, _ = student_hidden.shape
-    n, dtype, dev = run.n, run.dtype, student_hidden.device
     M = cfg.num_candidates if with_teacher else 1
-    ids = torch.zeros(n, M, dtype=torch.long, device=dev)
-    valid = torch.zeros(n, M, dtype=torch.bool, device=dev)
-    rewards = torch.zeros(n, M, dtype=dtype, device=dev)
-    old_logp = torch.zeros(n, M, dtype=dtype, device=dev)
-    adv = torch.zeros(n, M, dtype=dtype, device=dev)
-    token_logp = torch.zeros(n, dtype=dtype, device=dev)
-    stats: dict[str, torch.Tensor] = {}
-    ht = teacher_hidden.reshape(n, -1) if with_teacher else None
-    toks = tokens.reshape(n).long()
-    metrics_k = cfg.top_k if cfg.top_k > 0 else cfg.metrics_k
+    store = ScoreStore(B, L, M, run.dtype, student_hidden.device, with_teacher)
+    ht = teacher_hidden.reshape(run.n, -1) if with_teacher else None
     index = _position_major(response_mask)
+    cols = (index % L).cpu()                  # the column bounds of each chunk, read once
     for start in range(0, index.numel(), chunk_size):
         sel = index[start:start + chunk_size]
-        tok = toks[sel]
-        h, S = run.log_probs(sel)
-        Sd = S.detach()
-        tl = Sd.gather(-1, tok[:, None]).squeeze(-1)
-        st = {"student_entropy": entropy_from_logp(Sd)}
-        if with_teacher:
-            with torch.no_grad():
-                T = chunk_log_probs(ht[sel], teacher_head, cfg.teacher_temperature, dtype)
-                d = topk_details(Sd, T, cfg.top_k, cfg.strategy, cfg.weight_mode, tok, cfg.tail_bucket)
-                c_ids, c_valid, c_rew, c_old = d.ids, d.valid, d.rewards, d.student_logp
-                st.update(token_mechanism_stats(Sd, T, metrics_k, entropies=False))
-                st["reward"] = d.rewards.sum(-1)
-                st["teacher_entropy"] = entropy_from_logp(T)
-                del T, d
-        else:
-            ok = torch.isfinite(tl)
-            c_ids, c_valid = tok[:, None], ok[:, None]
-            c_old = torch.where(ok, tl, torch.zeros_like(tl))[:, None]
-            c_rew = torch.zeros_like(c_old)
-        ids[sel], valid[sel], rewards[sel], old_logp[sel], token_logp[sel] = c_ids, c_valid, c_rew, c_old, tl
-        for name, v in st.items():
-            if name not in stats:
-                stats[name] = torch.zeros(n, dtype=torch.float32, device=dev)
-            stats[name][sel] = v.float()
-        # the chunk's advantages, from the block of columns it spans
+        h, S = run.student(sel, cfg.stats_k if with_teacher else 0)
+        T = (ChunkLogProbs(chunk_logits(ht[sel], teacher_head), cfg.teacher_temperature, run.dtype, cfg.stats_k)
+             if with_teacher else None)
+        cand, tl, stats = score_chunk(S, T, run.toks[sel], cfg)
+        del T
+        store.put(sel, cand, tl, stats)
+        c_ids, c_valid, c_rew, c_old = cand
+        # the chunk's advantages, from the block of columns it spans (position-major: l rises)
         b, l = torch.div(sel, L, rounding_mode="floor"), sel % L
-        l0 = int(l[0])
-        w = int(l[-1]) - l0 + 1
-        blk_r = torch.zeros(B, w, M, dtype=dtype, device=dev)
-        blk_v = torch.zeros(B, w, M, dtype=torch.bool, device=dev)
-        blk_m = torch.zeros(B, w, dtype=torch.bool, device=dev)
+        l0 = int(cols[start])
+        w = int(cols[min(start + chunk_size, index.numel()) - 1]) - l0 + 1
+        blk_r = torch.zeros(B, w, M, dtype=run.dtype, device=sel.device)
+        blk_v = torch.zeros(B, w, M, dtype=torch.bool, device=sel.device)
+        blk_m = torch.zeros(B, w, dtype=torch.bool, device=sel.device)
         blk_r[b, l - l0], blk_v[b, l - l0], blk_m[b, l - l0] = c_rew, c_valid, True
-        a = advantage_fn(blk_r, blk_v, blk_m)[b, l - l0].to(dtype)
-        adv[sel] = a
+        a = advantage_fn(blk_r, blk_v, blk_m)[b, l - l0].to(run.dtype)
+        store.adv[sel] = a
         run.backward(sel, h, S, c_ids, c_old, a, c_valid, c_valid)
-        del S, Sd
-    if index.numel() == 0:  # keep the key set stable for empty batches
-        stats = {k: torch.zeros(n, dtype=torch.float32, device=dev) for k in stat_names(with_teacher)}
+        del S
     out = run.finish(index.numel(), M)
-    scored = Scored(ids.view(B, L, M), valid.view(B, L, M), rewards.view(B, L, M), old_logp.view(B, L, M),
-                    token_logp.view(B, L), {k: v.view(B, L) for k, v in stats.items()})
-    return scored, adv.view(B, L, M), out
+    return store.scored(), store.adv.view(B, L, M), out

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import STRATEGIES, WEIGHT_MODES
+from .logprobs import as_logprobs
 
 #: Teacher log-prob floor, log(torch.finfo(torch.float32).tiny) ~ -87.3365.
 LOGP_FLOOR = math.log(torch.finfo(torch.float32).tiny)
@@ -181,16 +182,22 @@ def tail_logp(logp_c: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return log1mexp(torch.logsumexp(masked, dim=-1).clamp(max=cap))
 
 
-def candidate_logp(logp: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``logp`` [..., V] at the candidates ``ids`` [..., M]; a ``TAIL_ID`` column gets the tail's
-    log-mass ``log(1 - sum exp logp)`` over the other valid candidates (the policy loss's
-    ``logp_new`` with ``tail_bucket``: the ratio of the tail is exp(S_tail,new - S_tail,old))."""
+def with_tail(logp_c: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``logp_c`` [..., M+1] (S at the M candidates, then any value) with the last column replaced
+    by the tail's log-mass ``log(1 - sum exp logp_c)`` over the valid candidates of the others."""
+    return torch.cat([logp_c[..., :-1], tail_logp(logp_c[..., :-1], valid[..., :-1]).unsqueeze(-1)], -1)
+
+
+def candidate_logp(logp, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``logp`` [..., V] (or a source, ``opd.objectives.logprobs``) at the candidates ``ids``
+    [..., M]; a ``TAIL_ID`` column gets the tail's log-mass ``log(1 - sum exp logp)`` over the
+    other valid candidates (the policy loss's ``logp_new`` with ``tail_bucket``: the ratio of the
+    tail is exp(S_tail,new - S_tail,old))."""
     tail = ids == TAIL_ID
-    out = logp.gather(-1, torch.where(tail, torch.zeros_like(ids), ids))
+    out = as_logprobs(logp).at(torch.where(tail, torch.zeros_like(ids), ids))
     if not bool(tail.any()):
         return out
-    body = tail_logp(out[..., :-1], valid[..., :-1] & ~tail[..., :-1])
-    return torch.cat([out[..., :-1], body.unsqueeze(-1)], -1)
+    return with_tail(out, valid & ~tail)
 
 
 def append_tail(d: TopkDetails, weight_mode: str, renormalise: bool) -> TopkDetails:
@@ -212,22 +219,23 @@ def append_tail(d: TopkDetails, weight_mode: str, renormalise: bool) -> TopkDeta
     return TopkDetails(ids, rewards, valid, weights, s_c, t_c)
 
 
-def topk_details(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: int, strategy: str,
+def topk_details(student_logp, teacher_logp, top_k: int, strategy: str,
                  weight_mode: str, tokens: Optional[torch.Tensor] = None,
                  tail_bucket: bool = False) -> TopkDetails:
     """Candidates, validity, weights and rewards from *log-probabilities* S, T [..., V].
 
     Same semantics as ``topk_rewards`` but the caller already applied the temperatures and
-    log_softmax (used by the chunked path).  ``tokens`` [...] long is needed for top_k = 0.
+    log_softmax (used by the chunked path).  S and T are tensors or sources of
+    ``opd.objectives.logprobs`` (``ChunkLogProbs``: a chunk's logits read once).  ``tokens``
+    [...] long is needed for top_k = 0.
     Returns ``TopkDetails``, each field [..., M] ([..., M+1] with ``tail_bucket``).
     """
     check_names(strategy, weight_mode)
-    if student_logp.shape != teacher_logp.shape:
-        raise ValueError(f"student/teacher shapes differ: {tuple(student_logp.shape)} vs "
-                         f"{tuple(teacher_logp.shape)}")
+    S, T = as_logprobs(student_logp), as_logprobs(teacher_logp)
+    if S.shape != T.shape:
+        raise ValueError(f"student/teacher shapes differ: {tuple(S.shape)} vs {tuple(T.shape)}")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
         raise ValueError(f"top_k must be an int >= 0, got {top_k!r}")
-    S, T = student_logp, teacher_logp
     if top_k == 0:
         if tokens is None:
             raise ValueError("top_k=0 (sampled-token OPD) needs `tokens` (the sampled ids, shape [...])")
@@ -235,21 +243,21 @@ def topk_details(student_logp: torch.Tensor, teacher_logp: torch.Tensor, top_k: 
             raise ValueError(f"tokens shape {tuple(tokens.shape)} must equal logits shape without "
                              f"the vocab dim {tuple(S.shape[:-1])}")
         ids = tokens.long().unsqueeze(-1)
-        s_c, t_c = S.gather(-1, ids), T.gather(-1, ids)
+        s_c, t_c = S.at(ids), T.at(ids)
         valid = torch.isfinite(s_c)
         s_c = torch.where(valid, s_c, torch.zeros_like(s_c))
         t_c = torch.where(valid, floor_teacher(t_c), torch.zeros_like(t_c))
-        weights = valid.to(S.dtype)
+        weights = valid.to(s_c.dtype)
         d = TopkDetails(ids, -(s_c - t_c) * weights, valid, weights, s_c, t_c)
         return append_tail(d, "none", renormalise=False) if tail_bucket else d
 
     V = S.shape[-1]
     if top_k > V:
         raise ValueError(f"top_k={top_k} exceeds the vocabulary size {V}")
-    s_val, s_ids = S.topk(top_k, dim=-1)
-    t_val, t_ids = T.topk(top_k, dim=-1)
+    s_val, s_ids = S.topk(top_k)
+    t_val, t_ids = T.topk(top_k)
     ids, valid = candidates(s_val, s_ids, t_val, t_ids, strategy)
-    s_c, t_c = S.gather(-1, ids), T.gather(-1, ids)
+    s_c, t_c = S.at(ids), T.at(ids)
     valid = valid & torch.isfinite(s_c)  # choice 2: no student support -> invalid
     zero = torch.zeros_like(s_c)
     s_c = torch.where(valid, s_c, zero)
