@@ -29,9 +29,9 @@ from opd.objectives.single_forward import estimator_fn, score_and_backward  # no
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Blocks of 64 and segments of 256 columns, so a vocabulary of a few hundred spans several."""
+    """Blocks of 64 and segments of at least 128 columns, so a row of a few hundred spans several."""
     monkeypatch.setattr(th, "BLOCK", 64)
-    monkeypatch.setattr(th, "SEGMENT", 256)
+    monkeypatch.setattr(th, "SEGMENT", 128)
 
 
 def reference_topk(x: torch.Tensor, k: int):
@@ -58,6 +58,9 @@ def test_row_stats_match_float64(small_blocks, dtype, ties):
     z = logits(C, V, 1, dtype, ties)
     z[2, :] = float("-inf")                # a row of all -inf: lse -inf, entropy 0
     lse, ent, val, ids = th.row_stats(z, temp, k)
+    one = th.row_stats(z, temp, k, n_seg=1)                   # one program per row: the same
+    assert torch.equal(one[3], ids)
+    torch.testing.assert_close(one[0], lse)
     x = z.double() / temp
     S = torch.log_softmax(x, -1)
     ok = torch.ones(C, dtype=torch.bool)

@@ -30,10 +30,14 @@ import torch
 import triton
 import triton.language as tl
 
-#: Columns per program of ``row_stats`` (a row of V columns is cdiv(V, SEGMENT) programs).
-SEGMENT = 16384
 #: Columns per loaded block.
 BLOCK = 2048
+#: ``row_stats`` splits rows into segments (one program each) until a launch has about this many
+#: programs: each program's work is a chain of block reductions, so a launch needs many
+#: programs in flight, but every segment refills its own top-k list.
+TARGET_PROGRAMS = 4096
+#: Smallest segment, in columns.
+SEGMENT = 2048
 
 
 @triton.jit
@@ -109,18 +113,21 @@ def _canonical_topk(vals: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torc
     return vals.gather(-1, order), ids.gather(-1, order)
 
 
-def row_stats(z: torch.Tensor, temperature: float, k: int):
+def row_stats(z: torch.Tensor, temperature: float, k: int, n_seg: int | None = None):
     """(lse [C], entropy [C], top-k log-probs [C, k], their ids [C, k] long) of S = log_softmax(z / T).
 
     z [C, V] (bf16, fp16 or fp32; contiguous rows); outputs in fp32. Rows of all -inf logits get
-    lse -inf, entropy 0 and -inf values. Raises ``ValueError`` for k > V.
+    lse -inf, entropy 0 and -inf values. ``n_seg``: segments per row (default: enough for about
+    ``TARGET_PROGRAMS`` programs, each at least ``SEGMENT`` columns). Raises ``ValueError`` for k > V.
     """
     C, V = z.shape
     if k > V:
         raise ValueError(f"top-{k} of a vocabulary of {V}")
     if z.stride(-1) != 1:
         z = z.contiguous()
-    n_seg = triton.cdiv(V, SEGMENT)
+    if n_seg is None:
+        n_seg = min(triton.cdiv(TARGET_PROGRAMS, max(C, 1)), triton.cdiv(V, SEGMENT))
+    n_seg = max(1, min(n_seg, triton.cdiv(V, BLOCK)))
     seg_len = triton.cdiv(triton.cdiv(V, n_seg), BLOCK) * BLOCK
     n_seg = triton.cdiv(V, seg_len)
     f32 = dict(dtype=torch.float32, device=z.device)

@@ -53,6 +53,42 @@ from opd.train.sampler import sample
 from opd.runlog import MetricsWriter, progress
 
 
+def to_device(batch, device):
+    """A ``response_batch`` tuple (or None) with its tensors on ``device``."""
+    if batch is None:
+        return None
+    return tuple(t.to(device) if torch.is_tensor(t) else t for t in batch)
+
+
+class PhaseClock:
+    """Seconds (``time/<phase>_s``) and, on CUDA, peak memory (``memory/<phase>_peak_gib``) of
+    the phases of a step; on CUDA it synchronises first, so queued work counts where it ran."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.out: dict[str, float] = {}
+        self._sync_reset()
+        self.t = time.time()
+
+    def _sync_reset(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    def mark(self, phase: str) -> None:
+        """End ``phase`` now."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.out[f"memory/{phase}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        now = time.time()
+        self.out[f"time/{phase}_s"] = now - self.t
+        self._sync_reset()
+        self.t = time.time()
+
+    def metrics(self) -> dict[str, float]:
+        return dict(self.out)
+
+
 def check_same_vocabulary(student_tok, teacher_tok, student, teacher) -> None:
     """Fail before any work when the teacher cannot score the student's tokens id for id."""
     problems = []
@@ -139,6 +175,7 @@ class OnPolicyTrainer:
         if not train_rows:
             raise ValueError("the training prompt set is empty")
         self.cfg, self.student, self.tok, self.teacher = cfg, student, tokenizer, teacher
+        self.device = next(student.parameters()).device
         self.teacher_tok = teacher_tokenizer or tokenizer
         self.teacher_prompt_ids: dict[int, list[int]] = {}
         self.rows = train_rows
@@ -244,7 +281,8 @@ class OnPolicyTrainer:
             perm = torch.randperm(B, generator=torch.Generator().manual_seed(self.rng.randrange(2**31)))
             for m0 in range(0, B, mini):
                 mb = perm[m0:m0 + mini]
-                micro = [mb[i:i + cfg.micro_batch_size] for i in range(0, len(mb), cfg.micro_batch_size)]
+                micro = [mb[i:i + cfg.micro_batch_size].to(tokens.device)
+                         for i in range(0, len(mb), cfg.micro_batch_size)]
                 self.opt.zero_grad(set_to_none=True)
                 for idx in micro:
                     R = int(mask[idx].sum(-1).max())
@@ -274,30 +312,31 @@ class OnPolicyTrainer:
         return metrics, scored, adv
 
     def step(self, step: int) -> dict:
-        t0 = time.time()
         o = self.cfg.objective
+        clock = PhaseClock(self.device)
         samples = self.rollout(step, self.next_prompts())
-        t1 = time.time()
-        batch = response_batch(samples, self.tok.pad_token_id)
-        scored, ref_logp = self.score(batch, self.teacher_batch(samples))
+        clock.mark("rollout")
+        batch = to_device(response_batch(samples, self.tok.pad_token_id), self.device)
+        scored, ref_logp = self.score(batch, to_device(self.teacher_batch(samples), self.device))
         mask = batch[5]
-        outcome = torch.tensor([s["outcome"] for s in samples])
-        groups = torch.tensor([s["group"] for s in samples])
+        outcome = torch.tensor([s["outcome"] for s in samples], device=self.device)
+        groups = torch.tensor([s["group"] for s in samples], device=self.device)
         if self.single_forward:  # scored holds the teacher's hidden states; scoring is in the update
-            t2 = time.time()
+            clock.mark("score")
             metrics, scored, adv = self.update(batch, scored, None, ref_logp, outcome, groups)
         else:
             adv = obj.ADV_ESTIMATORS.get(o.adv_estimator)(scored.rewards, scored.valid, mask, outcome,
                                                           groups, o)
-            t2 = time.time()
+            clock.mark("score")
             metrics, scored, adv = self.update(batch, scored, adv, ref_logp)
+        clock.mark("update")
         lengths = mask.sum(-1).float()
         metrics.update({
             "rollout/accuracy": outcome.mean().item(),
             "rollout/mean_length": lengths.mean().item(),
             "rollout/clip_ratio": sum(s["finish_reason"] == "length" for s in samples) / len(samples),
             "train/advantage_mean": (adv * scored.valid).sum().item() / max(1, int(scored.valid.sum())),
-            "time/rollout_s": t1 - t0, "time/score_s": t2 - t1, "time/update_s": time.time() - t2,
+            **clock.metrics(),
         })
         metrics.update(obj.mechanism_metrics(scored.stats, mask, chunk_tokens=o.metrics_chunk_tokens))
         return metrics
