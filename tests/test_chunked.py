@@ -168,3 +168,16 @@ def test_policy_loss_backward_float32_and_errors():
                                ref_logp=ref_logp.float())
     assert st0["loss"] == 0 and st0["n_tokens"] == 0 and "clipfrac" in st0
     assert all(torch.all(p.grad == 0) for p in model.parameters() if p.grad is not None)
+
+
+def test_chunked_paths_keep_no_graph_through_the_logits():
+    """The logits are outside autograd: nothing returned requires grad (a graph through them would
+    keep every chunk's [C, V] logits alive until the end of the batch, as ``gather`` saves its input)."""
+    from opd.objectives.single_forward import estimator_fn, score_and_backward
+    model = Tiny(tied=True)
+    inp, tokens, mask, th, thead, _ = setup()
+    cfg = OPDConfig(top_k=3, strategy="union", chunk_size=2)
+    fn = estimator_fn(ADV_ESTIMATORS.get(cfg.adv_estimator), None, None, cfg)
+    sc, adv, _ = score_and_backward(model(inp), model.head, th, thead, tokens, mask, fn, cfg)
+    assert not any(t.requires_grad for t in (sc.rewards, sc.old_logp, sc.token_logp, adv, *sc.stats.values()))
+    assert model.head.grad is not None and model.head.grad.abs().sum() > 0

@@ -67,8 +67,10 @@ class Scored:
 
 
 def chunk_logits(hidden_rows: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-    """hidden_rows [C, H] @ head [V, H]^T in the head's dtype (as an HF lm_head): [C, V]."""
-    return torch.matmul(hidden_rows.to(head.dtype), head.t())
+    """hidden_rows [C, H] @ head [V, H]^T in the head's dtype (as an HF lm_head): [C, V], outside
+    autograd (the backward writes the logits' gradient itself; a graph through them would keep
+    every chunk's logits alive, since ``gather`` saves its input)."""
+    return torch.matmul(hidden_rows.detach().to(head.dtype), head.detach().t())
 
 
 def chunk_log_probs(hidden_rows: torch.Tensor, head: torch.Tensor, temperature: float,

@@ -62,7 +62,8 @@ def _row_stats_kernel(z_ptr, stride, V, n_blocks, inv_t, m_ptr, s_ptr, t_ptr, va
         cols = lo + i * BLOCK + offs
         i += 1
         x = tl.load(base + cols, mask=cols < V, other=neg).to(tl.float32) * inv_t
-        m_new = tl.maximum(m, tl.max(x, 0))
+        v = tl.max(x, 0)                                   # the block's max, then the next candidate
+        m_new = tl.maximum(m, v)
         shift = tl.where(m_new == neg, 0.0, m_new)
         alpha = tl.exp(m - shift)
         e = tl.exp(x - shift)
@@ -72,9 +73,7 @@ def _row_stats_kernel(z_ptr, stride, V, n_blocks, inv_t, m_ptr, s_ptr, t_ptr, va
         s = alpha * s + tl.sum(e, 0)
         m = m_new
         if K > 0:
-            n_above = tl.sum((x > thr).to(tl.int32), 0)
-            while n_above > 0:
-                v = tl.max(x, 0)
+            while v > thr:                                 # the block still beats the list's minimum
                 j = tl.min(tl.where(x == v, cols, 2147483647), 0)
                 low = tl.min(rv, 0)
                 out_id = tl.max(tl.where(rv == low, ri, -1), 0)      # evict the highest id of the lowest value
@@ -83,7 +82,7 @@ def _row_stats_kernel(z_ptr, stride, V, n_blocks, inv_t, m_ptr, s_ptr, t_ptr, va
                 ri = tl.where(kk == slot, j, ri)
                 thr = tl.min(rv, 0)
                 x = tl.where(cols == j, neg, x)
-                n_above = tl.sum((x > thr).to(tl.int32), 0)
+                v = tl.max(x, 0)
     out = row * n_seg + seg
     tl.store(m_ptr + out, m)
     tl.store(s_ptr + out, s)
