@@ -257,6 +257,36 @@ def kernel_parts(a, device):
     return out
 
 
+def tune_kernels(a, device) -> dict:
+    """Times ``row_stats`` on one chunk for each block size and warp count (same ids as the
+    default required), keeps the fastest as the module default, then re-times the head."""
+    from opd.objectives import triton_head as th
+    z = torch.randn(a.chunk, a.vocab, device=device, dtype=torch.bfloat16)
+    default = (th.BLOCK, th.NUM_WARPS)
+    want = th.row_stats(z, 1.0, a.top_k)
+    out = {"default": list(default), "variants": {}}
+    for block, warps in ((2048, 4), (2048, 8), (4096, 4), (4096, 8), (8192, 8), (1024, 4)):
+        th.BLOCK, th.NUM_WARPS = block, warps
+        try:
+            got = th.row_stats(z, 1.0, a.top_k)
+            same = bool(torch.equal(got[3], want[3]))
+            ms = timed(lambda: th.row_stats(z, 1.0, a.top_k), a.reps)[0]
+            ms0 = timed(lambda: th.row_stats(z, 1.0, 0), a.reps)[0]
+        except Exception as e:  # noqa: BLE001 -- a variant that does not compile is recorded
+            out["variants"][f"block{block}_warps{warps}"] = {"error": repr(e)[:500], "same_ids": False, "ms": 1e9}
+            continue
+        out["variants"][f"block{block}_warps{warps}"] = {"ms": ms, "ms_k0": ms0, "same_ids": same}
+        print(f"  row_stats block {block} warps {warps}: {ms} ms (k=0: {ms0} ms) same ids {same}", flush=True)
+    best = min((v["ms"], k) for k, v in out["variants"].items() if v["same_ids"])[1]
+    th.BLOCK, th.NUM_WARPS = (int(x) for x in best.replace("block", "").split("_warps"))
+    out["chosen"] = [th.BLOCK, th.NUM_WARPS]
+    out["correctness_bf16"] = guarded(correctness, a, device, "bfloat16", a.seed + 7)
+    print(f"  chosen {out['chosen']}: correctness {out['correctness_bf16'].get('passed')}", flush=True)
+    a.skip_naive = True
+    out["head"] = guarded(timing, a, device)
+    return out
+
+
 def environment(device) -> dict:
     env = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
            "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda}
@@ -313,6 +343,8 @@ def main() -> None:
     p.add_argument("--skip-naive", action="store_true", help="skip the 90 GiB naive path at the full shape")
     p.add_argument("--skip-trainer", action="store_true")
     p.add_argument("--budget-s", type=float, default=420, help="no new trainer step after this many seconds")
+    p.add_argument("--tune-kernels", action="store_true",
+                   help="only: time row_stats block/warp variants, keep the fastest, re-time the head")
     p.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the script, not the GPU")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_check.json"))
     a = p.parse_args()
@@ -334,6 +366,11 @@ def main() -> None:
               "config": {k: v for k, v in vars(a).items() if k != "out"}}
     save(result, out)
     print(json.dumps(result["environment"]), flush=True)
+    if a.tune_kernels:
+        result["tuning"] = tune_kernels(a, device)
+        save(result, out)
+        print(json.dumps({k: result["tuning"]["head"].get(k) for k in ("x_floor", "targets")}), flush=True)
+        return
     result["correctness"] = [guarded(correctness, a, device, d, a.seed + i) for i, d in enumerate(("float32", "bfloat16"))]
     for c in result["correctness"]:
         print(f"correctness {c.get('dtype')}: passed={c.get('passed')} {c}", flush=True)

@@ -30,8 +30,10 @@ import torch
 import triton
 import triton.language as tl
 
-#: Columns per loaded block.
+#: Columns per loaded block of ``row_stats`` and warps per program (``benchmarks/gpu_check.py
+#: --tune-kernels`` times the alternatives on an H200).
 BLOCK = 2048
+NUM_WARPS = 4
 #: ``row_stats`` splits rows into segments (one program each) until a launch has about this many
 #: programs: each program's work is a chain of block reductions, so a launch needs many
 #: programs in flight, but every segment refills its own top-k list.
@@ -136,7 +138,8 @@ def row_stats(z: torch.Tensor, temperature: float, k: int, n_seg: int | None = N
     idx = torch.zeros(C, n_seg, kk, dtype=torch.int32, device=z.device)
     if C:
         _row_stats_kernel[(C, n_seg)](z, z.stride(0), V, seg_len // BLOCK, 1.0 / temperature, m, s, t, vals, idx,
-                                      n_seg, K=k, KP=triton.next_power_of_2(kk), BLOCK=BLOCK)
+                                      n_seg, K=k, KP=triton.next_power_of_2(kk), BLOCK=BLOCK,
+                                      num_warps=NUM_WARPS)
     m_row = m.amax(-1)
     shift = torch.where(torch.isfinite(m_row), m_row, torch.zeros_like(m_row))
     a = torch.exp(m - shift[:, None])                                 # 0 for empty segments
