@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
-class StackMissing(FileNotFoundError):
-    """A backend's tool stack is not installed where the config says."""
+from opd.errors import ConfigError, StackMissing
 
 
 @dataclass(frozen=True)
@@ -233,8 +231,6 @@ def check_backends(config: dict, using_conda: bool) -> None:
     """Raise ``ConfigError`` for a backend choice that cannot run, before any job starts: each
     backend's own check (verl refuses objectives it cannot run, naming the alternative;
     LLaMA-Factory refuses SFT settings it cannot map) and, without conda, each used stack."""
-    from opd.config import ConfigError
-
     for stage in STAGES:
         for key, value in [("backends", config.get("backends", {}))] + [
                 (f"experiments.{e}.backends", s.get("backends", {})) for e, s in config["experiments"].items()]:

@@ -11,7 +11,8 @@ that names the key, the file and the fix:
   of ``world.tokenizer.vocab_size`` tokens. A teacher with the student's tokenizer but another
   LM-head size is refused (the message says so and how to resize), not scored over the shared
   part: the trainers compare logits id for id over the whole head;
-* ``top_k`` (or ``metrics_k`` when ``top_k`` is 0) of an OPD experiment is at most the vocabulary;
+* ``top_k`` (or ``metrics_k`` when ``top_k`` is 0: ``OPDConfig.stats_k``) of an OPD experiment
+  is at most the vocabulary;
 * user parquet files (``data.train``, ``data.benchmarks.*``, ``experiments.<exp>.data``,
   ``rollout.source`` when an experiment cold-starts, and ``data.selection.reference`` when an
   experiment selects prompts): the file exists and is parquet, has the columns of the
@@ -34,7 +35,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from opd.config import ConfigError, experiment_config
+from opd.errors import ConfigError, DataError
+from opd.experiments import train_config
 from opd.model_refs import root_model
 
 WEIGHT_FILES = ("*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
@@ -146,14 +148,12 @@ def check_pair(config: dict, exp: str) -> None:
 
 def check_top_k(config: dict, exp: str) -> None:
     """An OPD experiment's top-k sets fit the vocabulary of its student and teacher."""
-    from opd.train.config import TrainConfig
-
     spec = config["experiments"][exp]
     if spec["method"] != "opd" or spec.get("teacher") is None:
         return
-    obj = TrainConfig.from_dict(experiment_config(config, exp)).objective
-    field = "top_k" if obj.top_k > 0 else "metrics_k"
-    k = getattr(obj, field)
+    obj = train_config(config, exp).objective
+    k = obj.stats_k
+    field = "top_k" if k == obj.top_k else "metrics_k"
     overrides = ((spec.get("train") or {}).get("objective") or {})
     key = (f"experiments.{exp}.train.objective.{field}" if field in overrides
            else f"train_defaults.objective.{field}")
@@ -201,7 +201,6 @@ def check_parquet(key: str, path: str) -> None:
     import pyarrow.parquet as pq
 
     from opd.data.datasets import detect_format, duplicate_ids_message, repeated_ids
-    from opd.io import DataError
 
     if not Path(path).is_file():
         raise ConfigError(f"{key}: {path}: file not found; {DATA_HELP}")

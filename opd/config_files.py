@@ -30,7 +30,7 @@ from typing import Iterator
 
 import yaml
 
-from opd.config import ConfigError
+from opd.errors import ConfigError
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 

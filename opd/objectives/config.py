@@ -110,6 +110,12 @@ class OPDConfig:
             setattr(self, f, float(getattr(self, f)))
 
     @property
+    def stats_k(self) -> int:
+        """k of the mechanism statistics (overlap ratio, shared mass, ...): ``top_k``, or
+        ``metrics_k`` for sampled-token OPD and GRPO (``top_k == 0``)."""
+        return self.top_k if self.top_k > 0 else self.metrics_k
+
+    @property
     def num_candidates(self) -> int:
         """M, the candidate count per position: 1 (top_k=0), 2k (union, union-intersection) or k,
         plus one with ``tail_bucket``."""
