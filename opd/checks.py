@@ -24,7 +24,8 @@ that names the key, the file and the fix:
   selection's control): a local sentence-transformers folder, when set.
 
 ``config_warnings`` lists what is legal but probably not meant (greedy decoding with several
-samples, more rollout prompts than there are). No torch, no pandas at import.
+samples, more rollout prompts than there are, more prompts per training step than there are).
+No torch, no pandas at import.
 
     check_models(config); check_data(config)
     for line in config_warnings(config): print(line)
@@ -287,10 +288,10 @@ def check_data(config: dict) -> None:
 # ------------------------------------------------------------------------ warnings
 
 
-def available_prompts(config: dict) -> int | None:
-    """Rows of the cold-start prompt source (``rollout.source``, else ``data.train``) before
-    dedup: the world split's size, or the parquet's row count (None when it cannot be read)."""
-    source = rollout_source(config)["source"]
+def dataset_rows(config: dict, spec: dict) -> int | None:
+    """Rows of a dataset spec's source before dedup: the world split's size, or the parquet's
+    row count (None when it cannot be read)."""
+    source = spec["source"]
     if source.startswith("world:"):
         return (config.get("world") or {}).get("problems", {}).get("sizes", {}).get(source[6:])
     try:
@@ -299,6 +300,11 @@ def available_prompts(config: dict) -> int | None:
         return pq.ParquetFile(source).metadata.num_rows
     except Exception:
         return None
+
+
+def available_prompts(config: dict) -> int | None:
+    """Rows of the cold-start prompt source (``rollout.source``, else ``data.train``) before dedup."""
+    return dataset_rows(config, rollout_source(config))
 
 
 def rollout_source(config: dict) -> dict:
@@ -327,4 +333,24 @@ def config_warnings(config: dict) -> list[str]:
             out.append(f"rollout.prompts = {prompts} exceeds the {available} {what} prompts of {key} "
                        f"({rollout_source(config)['source']}); the teacher rollout "
                        f"is capped at {available} (fewer if dedup removes some)")
+    return out + prompts_per_step_warnings(config)
+
+
+def prompts_per_step_warnings(config: dict) -> list[str]:
+    """Experiments whose ``prompts_per_step`` exceeds their training prompts (counted before
+    dedup and selection, so an upper bound): the native trainer then walks through shuffled
+    passes over the set (``OnPolicyTrainer.next_prompts``), so one step holds each prompt about
+    prompts_per_step / n times, each with its own ``n_samples`` responses."""
+    out = []
+    for exp, spec in config["experiments"].items():
+        data = spec.get("data") or config["data"]["train"]
+        n, p = dataset_rows(config, data), train_config(config, exp).prompts_per_step
+        if n is not None and p > n:
+            key = (f"experiments.{exp}.train.prompts_per_step" if "prompts_per_step" in (spec.get("train") or {})
+                   else "train_defaults.prompts_per_step")
+            out.append(f"{key} = {p} exceeds the {n} training prompts of experiment {exp!r} "
+                       f"({data['source']}, before dedup); each step then repeats prompts: the native "
+                       f"trainer draws {p} from successive shuffled passes over the set, so a prompt "
+                       f"appears about {p / n:.1f} times per step; set it to {n} or fewer so that no "
+                       "prompt repeats within a step")
     return out

@@ -140,3 +140,89 @@ def test_modules_stay_small():
     long = {str(p.relative_to(ROOT)): n for p in ROOT.glob("opd/**/*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the opd modules it imports, anywhere in its text (lazy imports inside functions
+    count; ``from pkg import x`` counts as importing ``pkg``, and ``pkg.x`` when that is a module)."""
+    import ast
+
+    mods = {}
+    for f in (ROOT / "opd").rglob("*.py"):
+        parts = list(f.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = f
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {m: set() for m in mods}
+    for m, f in mods.items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    pkg = m.split(".") if f.name == "__init__.py" else m.split(".")[:-1]
+                    pkg = pkg[:len(pkg) - node.level + 1]
+                    base = ".".join(pkg + ([base] if base else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            graph[m].update(o for n in names if (o := owner(n)) and o != m)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_in_opd():
+    assert not cycles(import_graph())
+
+
+def test_the_cycle_test_sees_lazy_imports_and_finds_a_cycle():
+    graph = import_graph()
+    assert "opd.experiments" in graph["opd.config"]          # a top-level import
+    assert "opd.stages" in graph["opd.config"]               # one inside check_config
+    graph["opd.errors"].add("opd.config")                    # what a lazy `from opd.config import` adds
+    assert any({"opd.config", "opd.errors"} <= set(c) for c in cycles(graph))
+
+
+def test_the_layers_of_the_config_code_point_down():
+    """Errors at the bottom (no project import), plain model lookups next, the DAG-time check
+    ``opd.config`` on top: nothing in opd/ imports it."""
+    graph = import_graph()
+    assert graph["opd.errors"] == set() and graph["opd.model_refs"] == set()
+    assert not [m for m, deps in graph.items() if "opd.config" in deps]
