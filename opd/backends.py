@@ -7,8 +7,8 @@ requests, the DAG-time checks and the stages' dispatch all read this table. Entr
 code by import path and load it only when a job runs, so building the DAG imports no torch.
 
     backend(config, "train", "opd")            # -> "native" (config ``backends.train``)
-    backend_params(config, "generation")       # -> {"backend": "hf", "options": {}}
-    entry(config, "sft", "opd_coldstart")      # -> the function/class that runs the stage
+    params = backend_params(config, "sft", "opd_coldstart")   # -> {"backend": "native", "options": {}}
+    entry(params, "sft")                       # -> the function/class that runs the stage
     check_backends(config, using_conda=False)  # ConfigError before any job runs
 
 Adding a backend (say SGLang for generation) is one module, one ``register(Backend(...))`` line
