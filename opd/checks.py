@@ -23,12 +23,12 @@ that names the key, the file and the fix:
   ``data.selection.dedup.encoder`` (when prompts are selected, or drawn at random as the
   selection's control): a local sentence-transformers folder, when set.
 
-``config_warnings`` lists what is legal but probably not meant (greedy decoding with several
-samples, more rollout prompts than there are, more prompts per training step than there are).
-No torch, no pandas at import.
+``config_warnings`` lists what is legal but probably not meant in generation (greedy decoding
+with several samples, more rollout prompts than there are), ``training_warnings`` in training
+(more prompts per step than an experiment's training set has). No torch, no pandas at import.
 
     check_models(config); check_data(config)
-    for line in config_warnings(config): print(line)
+    for line in config_warnings(config) + training_warnings(config): print(line)
 """
 from __future__ import annotations
 
@@ -313,7 +313,7 @@ def rollout_source(config: dict) -> dict:
 
 
 def config_warnings(config: dict) -> list[str]:
-    """Settings that are valid but probably not meant, one line each (nothing fails)."""
+    """Generation settings that are valid but probably not meant, one line each (nothing fails)."""
     out = []
     for section, what in (("eval", "avg@{n} then equals pass@1 and pass@{n} adds nothing"),
                           ("rollout", "the teacher gives each prompt the same response {n} times "
@@ -333,10 +333,10 @@ def config_warnings(config: dict) -> list[str]:
             out.append(f"rollout.prompts = {prompts} exceeds the {available} {what} prompts of {key} "
                        f"({rollout_source(config)['source']}); the teacher rollout "
                        f"is capped at {available} (fewer if dedup removes some)")
-    return out + prompts_per_step_warnings(config)
+    return out
 
 
-def prompts_per_step_warnings(config: dict) -> list[str]:
+def training_warnings(config: dict) -> list[str]:
     """Experiments whose ``prompts_per_step`` exceeds their training prompts (counted before
     dedup and selection, so an upper bound): the native trainer then walks through shuffled
     passes over the set (``OnPolicyTrainer.next_prompts``), so one step holds each prompt about

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from opd.checks import config_warnings
+from opd.checks import training_warnings
 from opd.claims import evaluate_claims
 from opd.config import ConfigError, check_config
 from opd.config_files import load_config_file, prepare_config
@@ -54,12 +54,16 @@ def test_non_finite_numbers_are_found_anywhere_and_all_named():
     assert "data.benchmarks.tiny_eval.extra[1]: inf" in str(err.value)
 
 
+def dry_run(tmp_path, override: str):
+    path = tmp_path / "override.yaml"
+    path.write_text(override)
+    return subprocess.run([SNAKEMAKE, "-n", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+                           "--cores", "1", "--configfile", str(ROOT / "config" / "config.yaml"), str(path)],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
 def test_the_dry_run_stops_on_a_non_finite_number(tmp_path):
-    override = tmp_path / "inf.yaml"
-    override.write_text("train_defaults:\n  lr: .inf\n")
-    out = subprocess.run([SNAKEMAKE, "-n", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-                          "--cores", "1", "--configfile", str(ROOT / "config" / "config.yaml"), str(override)],
-                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    out = dry_run(tmp_path, "train_defaults:\n  lr: .inf\n")
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "train_defaults.lr: inf is not a finite number" in text
     assert "rule " not in text                   # stopped before any job was planned
@@ -124,18 +128,24 @@ def test_c4_uses_its_own_experiment():
 
 def test_more_prompts_per_step_than_prompts_is_a_warning_that_says_what_happens():
     cfg = base()
-    assert not [w for w in config_warnings(cfg) if "prompts_per_step" in w]
+    assert not [w for w in training_warnings(cfg) if "prompts_per_step" in w]
     n = cfg["world"]["problems"]["sizes"]["train"]
     cfg["train_defaults"]["prompts_per_step"] = 100000
     check_config(cfg)                            # legal: the trainer repeats prompts
-    warnings = [w for w in config_warnings(cfg) if "prompts_per_step" in w]
+    warnings = [w for w in training_warnings(cfg) if "prompts_per_step" in w]
     assert any(w.startswith(f"train_defaults.prompts_per_step = 100000 exceeds the {n} training prompts "
                             "of experiment 'opd'") and "repeats prompts" in w for w in warnings)
     # an experiment's own setting is named as its own key; grpo sets 16, within the set
     cfg["experiments"]["opd"]["train"] = {"prompts_per_step": 5000}
-    warnings = [w for w in config_warnings(cfg) if "prompts_per_step" in w]
+    warnings = [w for w in training_warnings(cfg) if "prompts_per_step" in w]
     assert any(w.startswith("experiments.opd.train.prompts_per_step = 5000") for w in warnings)
     assert not any("experiment 'grpo'" in w for w in warnings)
+
+
+def test_the_dry_run_warns_about_more_prompts_per_step_than_prompts(tmp_path):
+    out = dry_run(tmp_path, "train_defaults:\n  prompts_per_step: 100000\n")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Warning: train_defaults.prompts_per_step = 100000 exceeds the 1200 training prompts" in out.stdout + out.stderr
 
 
 # ------------------------------------------------------------------------ GRPO's objective
