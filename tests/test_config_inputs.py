@@ -160,3 +160,18 @@ def test_grpo_gets_its_objective_and_a_contradicting_one_is_refused_not_rewritte
     del cfg["experiments"]["grpo"]["train"]["objective"]       # would inherit train_defaults' OPD objective
     with pytest.raises(ConfigError, match=r"^experiments\.grpo\.train: method grpo .*adv_estimator: grpo"):
         check_config(cfg)
+
+
+def test_an_experiments_training_config_is_parsed_once(monkeypatch):
+    """The DAG asks for checkpoint steps once per job and check; the TrainConfig behind them is
+    built once per distinct resolved config (opd.experiments.train_config)."""
+    from opd.experiments import checkpoint_steps, train_config
+
+    built = []
+    init = TrainConfig.__post_init__
+    monkeypatch.setattr(TrainConfig, "__post_init__", lambda self: (built.append(1), init(self)))
+    cfg = base()
+    cfg["train_defaults"]["lr"] = 1.2345e-4          # a resolved config no other test parsed
+    for _ in range(5):
+        assert checkpoint_steps(cfg, "opd") == [30, 60]
+    assert train_config(cfg, "opd") is train_config(cfg, "opd") and len(built) == 1

@@ -40,7 +40,7 @@ class OPDConfig:
     """OPD objective configuration.
 
     Fields beyond the brief: ``metrics_k`` (top-k used for the mechanism statistics when
-    ``top_k == 0``; when ``top_k > 0`` the statistics use ``top_k``), ``metrics_chunk_tokens``
+    ``top_k == 0``; when ``top_k > 0`` the statistics use ``top_k``: ``stats_k``), ``metrics_chunk_tokens``
     (response tokens per absolute-position chunk of the mechanism metrics, ``opd/<stat>_chunk{j}``;
     the authors log 1,024-token chunks) and ``loss_scale_factor`` (the divisor of
     ``seq-mean-token-sum-norm``; ``None`` = padded response length L) and ``tail_bucket`` (one
