@@ -8,7 +8,7 @@ from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from opd.backends import check_backends
-from opd.checks import config_warnings
+from opd.checks import config_warnings, training_warnings
 from opd.config import check_config, check_inputs
 from opd.config_files import load_config_file, prepare_config
 
@@ -29,7 +29,7 @@ validate(config, "config/schema.yaml")
 check_config(config)
 check_inputs(config)
 check_backends(config, DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method)
-for warning in config_warnings(config):
+for warning in config_warnings(config) + training_warnings(config):
     logger.warning(f"Warning: {warning}")
 
 

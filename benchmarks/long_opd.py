@@ -1,6 +1,6 @@
 """One OPD experiment trained past the default 60 steps: is C1 a matter of steps?
 
-C1 (README, "The paper's claims") asks the `opd` student to recover half the teacher-student gap
+C1 (README, "What `make run` shows") asks the `opd` student to recover half the teacher-student gap
 in the default run's 60 steps.  This reruns one experiment of the default config for ``--steps``
 steps, checkpointing every ``--every``, in ``benchmarks/tmp/long_<experiment>/`` (the built world
 and data are copied from ``results/``, so only training, evaluation and grading run), and records

@@ -1,7 +1,7 @@
 """Top-k OPD with and without the tail bucket, across learning rates, on the tiny world.
 
 Top-k OPD only sees the student's top-k: candidates with negative advantages are pushed down and
-their mass can flow to the untracked rest of the vocabulary (README, "Objectives"). The tail
+their mass can flow to the untracked rest of the vocabulary (docs/configuration.md, "Objectives"). The tail
 bucket (``objective.tail_bucket``) adds one candidate for that rest, so the objective sees where
 the mass goes. This retrains one OPD experiment of the default run exactly as ``make run`` trained
 it (``results/train/<experiment>/config.json``: resolved config, start model, teacher, prompts,

@@ -7,8 +7,8 @@ requests, the DAG-time checks and the stages' dispatch all read this table. Entr
 code by import path and load it only when a job runs, so building the DAG imports no torch.
 
     backend(config, "train", "opd")            # -> "native" (config ``backends.train``)
-    backend_params(config, "generation")       # -> {"backend": "hf", "options": {}}
-    entry(config, "sft", "opd_coldstart")      # -> the function/class that runs the stage
+    params = backend_params(config, "sft", "opd_coldstart")   # -> {"backend": "native", "options": {}}
+    entry(params, "sft")                       # -> the function/class that runs the stage
     check_backends(config, using_conda=False)  # ConfigError before any job runs
 
 Adding a backend (say SGLang for generation) is one module, one ``register(Backend(...))`` line
@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
-class StackMissing(FileNotFoundError):
-    """A backend's tool stack is not installed where the config says."""
+from opd.errors import ConfigError, StackMissing
 
 
 @dataclass(frozen=True)
@@ -233,8 +231,6 @@ def check_backends(config: dict, using_conda: bool) -> None:
     """Raise ``ConfigError`` for a backend choice that cannot run, before any job starts: each
     backend's own check (verl refuses objectives it cannot run, naming the alternative;
     LLaMA-Factory refuses SFT settings it cannot map) and, without conda, each used stack."""
-    from opd.config import ConfigError
-
     for stage in STAGES:
         for key, value in [("backends", config.get("backends", {}))] + [
                 (f"experiments.{e}.backends", s.get("backends", {})) for e, s in config["experiments"].items()]:

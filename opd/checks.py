@@ -11,7 +11,8 @@ that names the key, the file and the fix:
   of ``world.tokenizer.vocab_size`` tokens. A teacher with the student's tokenizer but another
   LM-head size is refused (the message says so and how to resize), not scored over the shared
   part: the trainers compare logits id for id over the whole head;
-* ``top_k`` (or ``metrics_k`` when ``top_k`` is 0) of an OPD experiment is at most the vocabulary;
+* ``top_k`` (or ``metrics_k`` when ``top_k`` is 0: ``OPDConfig.stats_k``) of an OPD experiment
+  is at most the vocabulary;
 * user parquet files (``data.train``, ``data.benchmarks.*``, ``experiments.<exp>.data``,
   ``rollout.source`` when an experiment cold-starts, and ``data.selection.reference`` when an
   experiment selects prompts): the file exists and is parquet, has the columns of the
@@ -22,11 +23,12 @@ that names the key, the file and the fix:
   ``data.selection.dedup.encoder`` (when prompts are selected, or drawn at random as the
   selection's control): a local sentence-transformers folder, when set.
 
-``config_warnings`` lists what is legal but probably not meant (greedy decoding with several
-samples, more rollout prompts than there are). No torch, no pandas at import.
+``config_warnings`` lists what is legal but probably not meant in generation (greedy decoding
+with several samples, more rollout prompts than there are), ``training_warnings`` in training
+(more prompts per step than an experiment's training set has). No torch, no pandas at import.
 
     check_models(config); check_data(config)
-    for line in config_warnings(config): print(line)
+    for line in config_warnings(config) + training_warnings(config): print(line)
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from opd.config import ConfigError, experiment_config
+from opd.errors import ConfigError, DataError
+from opd.experiments import train_config
 from opd.model_refs import root_model
 
 WEIGHT_FILES = ("*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
@@ -146,14 +149,12 @@ def check_pair(config: dict, exp: str) -> None:
 
 def check_top_k(config: dict, exp: str) -> None:
     """An OPD experiment's top-k sets fit the vocabulary of its student and teacher."""
-    from opd.train.config import TrainConfig
-
     spec = config["experiments"][exp]
     if spec["method"] != "opd" or spec.get("teacher") is None:
         return
-    obj = TrainConfig.from_dict(experiment_config(config, exp)).objective
-    field = "top_k" if obj.top_k > 0 else "metrics_k"
-    k = getattr(obj, field)
+    obj = train_config(config, exp).objective
+    k = obj.stats_k
+    field = "top_k" if k == obj.top_k else "metrics_k"
     overrides = ((spec.get("train") or {}).get("objective") or {})
     key = (f"experiments.{exp}.train.objective.{field}" if field in overrides
            else f"train_defaults.objective.{field}")
@@ -201,7 +202,6 @@ def check_parquet(key: str, path: str) -> None:
     import pyarrow.parquet as pq
 
     from opd.data.datasets import detect_format, duplicate_ids_message, repeated_ids
-    from opd.io import DataError
 
     if not Path(path).is_file():
         raise ConfigError(f"{key}: {path}: file not found; {DATA_HELP}")
@@ -288,10 +288,10 @@ def check_data(config: dict) -> None:
 # ------------------------------------------------------------------------ warnings
 
 
-def available_prompts(config: dict) -> int | None:
-    """Rows of the cold-start prompt source (``rollout.source``, else ``data.train``) before
-    dedup: the world split's size, or the parquet's row count (None when it cannot be read)."""
-    source = rollout_source(config)["source"]
+def dataset_rows(config: dict, spec: dict) -> int | None:
+    """Rows of a dataset spec's source before dedup: the world split's size, or the parquet's
+    row count (None when it cannot be read)."""
+    source = spec["source"]
     if source.startswith("world:"):
         return (config.get("world") or {}).get("problems", {}).get("sizes", {}).get(source[6:])
     try:
@@ -302,13 +302,18 @@ def available_prompts(config: dict) -> int | None:
         return None
 
 
+def available_prompts(config: dict) -> int | None:
+    """Rows of the cold-start prompt source (``rollout.source``, else ``data.train``) before dedup."""
+    return dataset_rows(config, rollout_source(config))
+
+
 def rollout_source(config: dict) -> dict:
     """The dataset spec the teacher rollout reads: ``rollout.source``, else ``data.train``."""
     return (config.get("rollout") or {}).get("source") or config["data"]["train"]
 
 
 def config_warnings(config: dict) -> list[str]:
-    """Settings that are valid but probably not meant, one line each (nothing fails)."""
+    """Generation settings that are valid but probably not meant, one line each (nothing fails)."""
     out = []
     for section, what in (("eval", "avg@{n} then equals pass@1 and pass@{n} adds nothing"),
                           ("rollout", "the teacher gives each prompt the same response {n} times "
@@ -328,4 +333,24 @@ def config_warnings(config: dict) -> list[str]:
             out.append(f"rollout.prompts = {prompts} exceeds the {available} {what} prompts of {key} "
                        f"({rollout_source(config)['source']}); the teacher rollout "
                        f"is capped at {available} (fewer if dedup removes some)")
+    return out
+
+
+def training_warnings(config: dict) -> list[str]:
+    """Experiments whose ``prompts_per_step`` exceeds their training prompts (counted before
+    dedup and selection, so an upper bound): the native trainer then walks through shuffled
+    passes over the set (``OnPolicyTrainer.next_prompts``), so one step holds each prompt about
+    prompts_per_step / n times, each with its own ``n_samples`` responses."""
+    out = []
+    for exp, spec in config["experiments"].items():
+        data = spec.get("data") or config["data"]["train"]
+        n, p = dataset_rows(config, data), train_config(config, exp).prompts_per_step
+        if n is not None and p > n:
+            key = (f"experiments.{exp}.train.prompts_per_step" if "prompts_per_step" in (spec.get("train") or {})
+                   else "train_defaults.prompts_per_step")
+            out.append(f"{key} = {p} exceeds the {n} training prompts of experiment {exp!r} "
+                       f"({data['source']}, before dedup); each step then repeats prompts: the native "
+                       f"trainer draws {p} from successive shuffled passes over the set, so a prompt "
+                       f"appears about {p / n:.1f} times per step; set it to {n} or fewer so that no "
+                       "prompt repeats within a step")
     return out

@@ -11,13 +11,14 @@ for which claim. A claim whose experiments are not in the config is reported as 
   and the overlap ratio starts lower than C1's (never holding where C1's gap is not positive).
 * C3 no new knowledge: a higher-scoring teacher that knows only what the student saw gives
   ``gain = acc - acc_student <= gain_C1 / 3`` (never holding where C1's gain is not positive).
-* C4 mechanism: in C1 the overlap ratio's mean over the last tenth of steps exceeds the first
-  tenth's by more than twice its standard error, and the shared set carries >= 97% of the
-  student's mass; with a C2 experiment, its overlap starts lower and rises less.
+* C4 mechanism: in C4's experiment (the default config names C1's) the overlap ratio's mean over
+  the last tenth of steps exceeds the first tenth's by more than twice its standard error, and
+  the shared set carries >= 97% of the student's mass; with a C2 experiment, its overlap starts
+  lower and rises less.
 * C5 cold start recovers C2: ``gap >= 2 gap_C2`` and ``gap >= 0.25``.
 * C6 teacher-aligned prompts: ``gap_aligned - gap_random > 2 SE`` of the difference.
 * C7 position: the overlap ratio falls with absolute response position: the OLS slope over
-  ``opd/overlap_ratio_chunk{j}`` (every step of C1) is below ``-2 SE``.
+  ``opd/overlap_ratio_chunk{j}`` (every step of C7's experiment) is below ``-2 SE``.
 
 Standard errors: avg@n has its clustered SE (``mean_score_se``, samples grouped by problem);
 a gap ratio's SE is the delta method with the three accuracies taken as independent (an
@@ -167,20 +168,21 @@ def evaluate_claims(spec: dict, experiments: dict, grades: dict, metrics: dict) 
     else:
         rows.append(_not_run("C3", [e["C3"], c1], "accuracy gain", "gain_C1 / 3", "needs C1 and C3 experiments"))
 
-    r1 = rise(metrics.get(c1, [])) if c1 else None
-    if r1:
-        mass = [r["opd/student_mass_shared"] for r in metrics[c1] if "opd/student_mass_shared" in r]
+    c4 = e["C4"]
+    r4 = rise(metrics.get(c4, [])) if c4 else None
+    if r4:
+        mass = [r["opd/student_mass_shared"] for r in metrics[c4] if "opd/student_mass_shared" in r]
         m = mean(mass) if mass else float("nan")
-        holds = r1[0] > 2 * r1[1] and m >= 0.97
+        holds = r4[0] > 2 * r4[1] and m >= 0.97
         detail = f"mean student mass on the shared set {m:.4f} (threshold 0.97)"
         r2 = rise(metrics.get(e["C2"], [])) if e["C2"] else None
         if r2:
-            holds = holds and r2[2] < r1[2] and r2[0] < r1[0]
-            detail += f"; C2 starts at {r2[2]:.3f} (C1 {r1[2]:.3f}) and rises {r2[0]:.4f} (C1 {r1[0]:.4f})"
-        rows.append(_row("C4", [c1, e["C2"]], "overlap rise (last - first tenth)", r1[0], r1[1], "2 SE",
+            holds = holds and r2[2] < r4[2] and r2[0] < r4[0]
+            detail += f"; C2 starts at {r2[2]:.3f} (C4 {r4[2]:.3f}) and rises {r2[0]:.4f} (C4 {r4[0]:.4f})"
+        rows.append(_row("C4", [c4, e["C2"]], "overlap rise (last - first tenth)", r4[0], r4[1], "2 SE",
                          holds, detail))
     else:
-        rows.append(_not_run("C4", [c1], "overlap rise", "2 SE", "no C1 training metrics"))
+        rows.append(_not_run("C4", [c4], "overlap rise", "2 SE", "no C4 experiment with training metrics"))
 
     g5 = gap(grades, experiments, e["C5"]) if e["C5"] else None
     if g5 and g2:

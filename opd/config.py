@@ -1,21 +1,24 @@
-"""Checks and derived views of the workflow config that a JSON Schema cannot express.
+"""The DAG-time check of the workflow config: what a JSON Schema cannot express.
 
-The Snakefile validates the config against ``config/schema.yaml`` and then calls
-``check_config``, so every mistake below stops the run before any job starts, with an error
-that names the key and the fix. ``experiment_config`` merges ``train_defaults`` with one
-experiment's overrides; the merged dict is what the training rule receives as a parameter, so
-changing one experiment reruns only that experiment and what depends on it. Imports no torch:
+The top layer of the config code: it imports the typed configs and views it checks
+(``opd.experiments``, ``opd.model_refs``, ``opd.checks``, the rule table ``opd.stages.RULES``),
+and nothing below imports it. The Snakefile reads the files (``opd.config_files``: syntax,
+alternatives, numbers written as text, non-finite numbers), validates them against
+``config/schema.yaml`` and then calls ``check_config`` and ``check_inputs``, so every mistake
+below stops the run before any job starts, with an error (``opd.errors.ConfigError``) that names
+the key and the fix. Also here: each rule's resources (``resource``). Imports no torch:
 building the DAG stays fast.
 
-    check_config(config)
-    cfg = experiment_config(config, "opd")
+    check_config(config)     # cross-references: experiments, models, claims, world, resources
+    check_inputs(config)     # the files the config points at (opd.checks)
 """
 from __future__ import annotations
 
-import copy
 import importlib
 
-from opd.train.config import TrainConfig
+from opd.errors import ConfigError
+from opd.experiments import checkpoint_steps, train_config
+from opd.model_refs import experiment_deps
 
 #: What one job asks the scheduler for when ``resources.<rule>`` leaves a key out.
 RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 4000, "runtime": 60}
@@ -23,50 +26,6 @@ RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 4000, "runtime": 60}
 RULE_RESOURCE_DEFAULTS = {rule: {"threads": 2} for rule in (
     "dedup_train", "dedup_prompt_set", "dedup_rollout_prompts", "dedup_reference",
     "dedup_reference_set", "select_prompts", "select_prompt_set")}
-
-
-class ConfigError(ValueError):
-    """An invalid config value; the message starts with the key."""
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """``base`` with ``override`` merged in, recursing into nested dicts."""
-    out = copy.deepcopy(base)
-    for k, v in (override or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def experiment_config(config: dict, name: str) -> dict:
-    """The resolved training config of experiment ``name`` (defaults plus its overrides)."""
-    exp = config["experiments"][name]
-    merged = deep_merge(config.get("train_defaults", {}), exp.get("train", {}))
-    merged["method"] = exp["method"]
-    if merged.get("enable_thinking") is None:
-        from opd.model_refs import thinking_of
-
-        merged["enable_thinking"] = thinking_of(config, exp["student"])
-    if merged.get("teacher_prompt") == "own" and exp.get("teacher"):
-        from opd.model_refs import thinking_of
-
-        merged["teacher_enable_thinking"] = thinking_of(config, exp["teacher"])
-    return merged
-
-
-def prompt_set(config: dict, name: str) -> str | None:
-    """The training set of experiment ``name``: None for the default (``data.train``), else the
-    experiment's name, when its ``data`` names another source or prompt style
-    (``results/data/sets/<name>/``)."""
-    data = config["experiments"][name].get("data")
-    if not data:
-        return None
-    default = config["data"]["train"]
-    same = (data["source"] == default["source"]
-            and data.get("prompt_style", "keep") == default.get("prompt_style", "keep"))
-    return None if same else name
 
 
 def uses_world(config: dict) -> bool:
@@ -101,7 +60,9 @@ def import_extensions(config: dict) -> None:
 
 
 def check_config(config: dict) -> None:
-    """Raise ``ConfigError`` naming the key for cross-references the schema cannot check."""
+    """Raise ``ConfigError`` naming the key for cross-references the schema cannot check:
+    extensions, resources, experiments (models, teacher, cold start, prompts, training config),
+    the grading verifier, the figures' benchmark, models from experiments, claims and the world."""
     from opd.stages import RULES
 
     import_extensions(config)
@@ -131,7 +92,7 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{key}.prompts: {prompts!r} needs a data.selection section (the "
                               "random control draws as many prompts as the selection keeps)")
         try:
-            TrainConfig.from_dict(experiment_config(config, name))
+            train_config(config, name)
         except ValueError as err:
             raise ConfigError(f"{key}.train: {err}") from err
     verifier = config.get("grading", {}).get("verifier")
@@ -142,9 +103,8 @@ def check_config(config: dict) -> None:
     if bench not in config["data"]["benchmarks"]:
         raise ConfigError(f"figures.benchmark: {bench!r} is not one of data.benchmarks "
                           f"({sorted(config['data']['benchmarks'])})")
-    from opd.model_refs import check_model_refs
-
     check_model_refs(config)
+    check_claims(config)
     world = config.get("world")
     if world:
         p = world["problems"]
@@ -166,11 +126,59 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"models.{name}.world.style: unknown solution style {style!r}; "
                                   f"known: {', '.join(STYLES)}")
             size = m.get("world", {}).get("size")
-            if size and size["hidden_size"] % size["num_heads"]:
-                raise ConfigError(f"models.{name}.world.size.hidden_size: must be divisible by "
-                                  f"num_heads ({size['num_heads']})")
-            if size and size["num_heads"] % size["num_kv_heads"]:
-                raise ConfigError(f"models.{name}.world.size.num_kv_heads: must divide num_heads")
+            if size:
+                from opd.world.spec import ModelSpec
+
+                try:
+                    ModelSpec.from_dict(size)
+                except ValueError as err:
+                    raise ConfigError(f"models.{name}.world.size: {err}") from err
+
+
+def check_model_refs(config: dict) -> None:
+    """Raise ``ConfigError`` for an unknown source experiment, a step it does not save, or a cycle."""
+    for name, spec in config["models"].items():
+        if "from_experiment" not in spec:
+            if spec.get("step") is not None:
+                raise ConfigError(f"models.{name}.step: only a model with `from_experiment` has a "
+                                  "step; remove it (or set it to null)")
+            continue
+        exp = spec["from_experiment"]
+        if exp not in config["experiments"]:
+            raise ConfigError(f"models.{name}.from_experiment: unknown experiment {exp!r}; "
+                              f"experiments: {sorted(config['experiments'])}")
+        steps = checkpoint_steps(config, exp)
+        step = spec.get("step") or "final"
+        if step != "final" and step not in steps:
+            raise ConfigError(f"models.{name}.step: experiment {exp!r} saves checkpoints at steps "
+                              f"{steps}, not {step}; use one of them or `final`")
+    for start in config["experiments"]:
+        path, todo = [start], [(start, [start])]
+        while todo:
+            exp, path = todo.pop()
+            for dep in experiment_deps(config, exp):
+                if dep in path:
+                    cycle = " -> ".join(path[path.index(dep):] + [dep])
+                    raise ConfigError(f"experiments: a cycle of models from experiments ({cycle}); "
+                                      "an experiment cannot train on its own result")
+                todo.append((dep, path + [dep]))
+
+
+def check_claims(config: dict) -> None:
+    """Every experiment under ``claims:`` (``experiment``, and C6's ``random``) is an OPD
+    experiment of this config: each claim measures an OPD run against its teacher
+    (``opd.claims``); an unknown name would leave the claim silently ``not run``."""
+    experiments = config["experiments"]
+    opd = sorted(e for e, spec in experiments.items() if spec["method"] == "opd")
+    for claim, spec in (config.get("claims") or {}).items():
+        for field, exp in (spec or {}).items():
+            key = f"claims.{claim}.{field}"
+            if exp not in experiments:
+                raise ConfigError(f"{key}: unknown experiment {exp!r}; name one under `experiments:` "
+                                  f"(OPD experiments: {opd}), or leave the claim out (reported as not run)")
+            if experiments[exp]["method"] != "opd":
+                raise ConfigError(f"{key}: experiment {exp!r} has method {experiments[exp]['method']!r}, "
+                                  f"but the claims measure OPD runs against their teacher; name one of {opd}")
 
 
 def check_model_paths(config: dict) -> None:
@@ -189,8 +197,3 @@ def check_inputs(config: dict) -> None:
 
     check_models(config)
     check_data(config)
-
-
-def checkpoint_steps(config: dict, name: str) -> list[int]:
-    """Training steps of experiment ``name`` that leave a checkpoint."""
-    return TrainConfig.from_dict(experiment_config(config, name)).checkpoint_steps()

@@ -11,7 +11,10 @@ file, line and column, or the key and the fix, instead of a schema error that na
   override file can switch from one to the other. Both set in one file is an error that names
   both keys;
 * ``number_strings``: YAML 1.1 reads ``1e-4`` (no decimal point) as a string; where the schema
-  wants a number the error names the key and says to write ``1.0e-4``.
+  wants a number the error names the key and says to write ``1.0e-4``;
+* ``non_finite``: YAML reads ``.inf`` and ``.nan`` as numbers, which pass every range of the
+  schema (``nan`` fails no comparison); a non-finite number anywhere in the config is an error
+  naming the key.
 
 Snakemake itself parses the ``--configfile`` files before the Snakefile runs, and on a syntax
 error says only "Config file is not valid JSON or YAML"; ``python -m opd.config_files FILE...``
@@ -23,6 +26,7 @@ error says only "Config file is not valid JSON or YAML"; ``python -m opd.config_
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -30,7 +34,7 @@ from typing import Iterator
 
 import yaml
 
-from opd.config import ConfigError
+from opd.errors import ConfigError
 
 _NUMBER = re.compile(r"^\s*[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 
@@ -175,10 +179,24 @@ def number_strings(config: dict, schema: dict) -> list[str]:
     return out
 
 
+def non_finite(config, path: str = "") -> list[str]:
+    """One message per number in ``config`` (nested dicts and lists) that is inf or nan."""
+    if isinstance(config, float) and not math.isfinite(config):
+        return [f"{path or 'the config'}: {config} is not a finite number; write a finite value "
+                "(or null where the key allows it)"]
+    if isinstance(config, dict):
+        items = [(f"{path}.{k}" if path else str(k), v) for k, v in config.items()]
+    elif isinstance(config, list):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(config)]
+    else:
+        return []
+    return [m for key, value in items for m in non_finite(value, key)]
+
+
 def prepare_config(config: dict, schema_path, sources=()) -> None:
     """Everything above, on the merged ``config`` (in place), before ``validate``."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    problems = number_strings(config, schema)
+    problems = number_strings(config, schema) + non_finite(config)
     if problems:
         raise ConfigError("; ".join(problems))
     resolve_alternatives(config, schema, sources)

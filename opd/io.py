@@ -40,11 +40,9 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from opd.errors import DataError
+
 VERL_COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
-
-
-class DataError(ValueError):
-    """A dataset does not have the shape a stage needs; the message says which file and why."""
 
 
 def make_row(data_source: str, problem_id: str, question: str, prompt_text: str,

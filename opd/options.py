@@ -1,4 +1,5 @@
-"""Strict construction of the small typed configs (``SFTConfig``, ``ModelSpec``, ``TrainConfig``).
+"""Strict construction of the small typed configs (``SFTConfig``, ``ModelSpec``, ``TrainConfig``,
+``OPDConfig``).
 
 The workflow schema already rejects unknown keys, but the library is also called from Python;
 ``from_options`` makes a typo there an error that lists the valid names, instead of a silently
@@ -19,5 +20,6 @@ def from_options(cls: type[T], options: dict, what: str) -> T:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(options) - names)
     if unknown:
-        raise ValueError(f"unknown {what} option(s) {unknown}; valid: {sorted(names)}")
+        raise ValueError(f"unknown {what} option(s) {', '.join(map(str, unknown))}; "
+                         f"valid: {', '.join(sorted(names))}")
     return cls(**options)

@@ -2,6 +2,7 @@
 
 
 rule claims:
+    """Runs opd/stages/claims.py:claims."""
     input:
         grades=get_claims_grades,
         metrics=expand(f"{R}/train/{{exp}}/metrics.jsonl", exp=sorted(EXPERIMENTS)),

@@ -1,7 +1,8 @@
 # Path helpers and input functions (get_*). Every path under results/ follows from config names.
 from opd import backends
-from opd.config import checkpoint_steps, experiment_config, prompt_set, resource
-from opd.model_refs import step_of, thinking_of
+from opd.config import resource
+from opd.experiments import checkpoint_steps, experiment_config, prompt_set, step_of
+from opd.model_refs import thinking_of
 
 R = "results"
 EXPERIMENTS = list(config["experiments"])

@@ -8,6 +8,7 @@
 
 
 rule prepare_benchmark:
+    """Runs opd/stages/data.py:prepare_benchmark."""
     input:
         source=get_benchmark_source,
     output:
@@ -29,6 +30,7 @@ rule prepare_benchmark:
 
 
 rule dedup_train:
+    """Runs opd/stages/data.py:dedup_train."""
     input:
         source=get_train_source,
         reference=expand(f"{R}/data/benchmarks/{{bench}}.parquet", bench=BENCHMARKS),
@@ -53,6 +55,7 @@ rule dedup_train:
 
 
 rule dedup_prompt_set:
+    """Runs opd/stages/data.py:dedup_train."""
     input:
         source=get_prompt_set_source,
         reference=expand(f"{R}/data/benchmarks/{{bench}}.parquet", bench=BENCHMARKS),
@@ -79,6 +82,7 @@ rule dedup_prompt_set:
 
 
 rule dedup_rollout_prompts:
+    """Runs opd/stages/data.py:dedup_train."""
     input:
         source=get_rollout_source,
         reference=expand(f"{R}/data/benchmarks/{{bench}}.parquet", bench=BENCHMARKS),
@@ -103,6 +107,7 @@ rule dedup_rollout_prompts:
 
 
 rule dedup_reference:
+    """Runs opd/stages/data.py:dedup_reference."""
     input:
         source=get_selection_reference,
         train=f"{R}/data/train.parquet",
@@ -127,6 +132,7 @@ rule dedup_reference:
 
 
 rule dedup_reference_set:
+    """Runs opd/stages/data.py:dedup_reference."""
     input:
         source=get_selection_reference,
         train=f"{R}/data/sets/{{prompt_set}}/train.parquet",
@@ -153,6 +159,7 @@ rule dedup_reference_set:
 
 
 rule select_prompts:
+    """Runs opd/stages/data.py:select_prompts."""
     input:
         train=f"{R}/data/train.parquet",
         reference=f"{R}/data/reference.parquet",
@@ -178,6 +185,7 @@ rule select_prompts:
 
 
 rule select_prompt_set:
+    """Runs opd/stages/data.py:select_prompts."""
     input:
         train=f"{R}/data/sets/{{prompt_set}}/train.parquet",
         reference=f"{R}/data/sets/{{prompt_set}}/reference.parquet",

@@ -2,6 +2,7 @@
 
 
 rule eval_generate:
+    """Runs opd/stages/evaluate.py:eval_generate."""
     input:
         model=get_model_input,
         benchmark=f"{R}/data/benchmarks/{{bench}}.parquet",
@@ -28,6 +29,7 @@ rule eval_generate:
 
 
 rule grade:
+    """Runs opd/stages/evaluate.py:grade."""
     input:
         unpack(get_grade_inputs),
     output:

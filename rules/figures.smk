@@ -2,6 +2,7 @@
 
 
 rule figures:
+    """Runs opd/stages/figures.py:figures."""
     input:
         grades=get_all_grades,
         metrics=expand(f"{R}/train/{{exp}}/metrics.jsonl", exp=sorted(EXPERIMENTS)),
@@ -73,6 +74,7 @@ rule figures:
 
 
 rule experiment_table:
+    """Runs opd/stages/figures.py:experiment_table."""
     input:
         grades=get_experiment_grades,
     output:

@@ -3,6 +3,7 @@
 
 
 rule model_from_experiment:
+    """Runs opd/stages/models.py:model_from_experiment."""
     input:
         checkpoints=get_source_checkpoints,
     output:

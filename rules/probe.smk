@@ -3,6 +3,7 @@
 
 
 rule probe:
+    """Runs opd/stages/probe.py:probe."""
     input:
         checkpoint=get_model_input,
         teacher=get_probe_teacher,

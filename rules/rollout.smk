@@ -2,6 +2,7 @@
 
 
 rule teacher_rollout:
+    """Runs opd/stages/rollout.py:teacher_rollout."""
     input:
         teacher=get_rollout_teacher,
         prompts=get_rollout_prompts,

@@ -2,6 +2,7 @@
 
 
 rule sft_cold_start:
+    """Runs opd/stages/sft.py:sft_cold_start."""
     input:
         student=get_sft_student,
         rollouts=get_sft_rollouts,

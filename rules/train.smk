@@ -2,6 +2,7 @@
 
 
 rule train:
+    """Runs opd/stages/train.py:train."""
     input:
         unpack(get_train_inputs),
     output:

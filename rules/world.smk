@@ -2,6 +2,7 @@
 
 
 rule world_problems:
+    """Runs opd/stages/world.py:world_problems."""
     output:
         pretrain=f"{R}/world/problems/pretrain.parquet",
         train=f"{R}/world/problems/train.parquet",
@@ -25,6 +26,7 @@ rule world_problems:
 
 
 rule world_tokenizer:
+    """Runs opd/stages/world.py:world_tokenizer."""
     input:
         corpus=f"{R}/world/problems/pretrain.parquet",
     output:
@@ -46,6 +48,7 @@ rule world_tokenizer:
 
 
 rule world_model:
+    """Runs opd/stages/world.py:world_model."""
     input:
         corpus=f"{R}/world/problems/pretrain.parquet",
         tokenizer=f"{R}/world/tokenizer",

@@ -136,7 +136,156 @@ def test_every_rule_calls_its_stage_function_with_its_own_names(workflow_rules):
             assert required <= given | rule.wildcard_names, (name, required - given - rule.wildcard_names)
 
 
+def test_every_rule_names_its_function_in_its_docstring(workflow_rules):
+    """A reader goes from a rule to its code without running anything: each rule's docstring
+    (``snakemake --list-rules`` prints it) names ``opd/stages/<module>.py:<function>``, and that
+    is the function the adapter ``opd.stages.run`` calls for the rule."""
+    import importlib
+
+    for name, rule in workflow_rules.items():
+        found = re.search(r"\b(opd/stages/\w+)\.py:(\w+)\b", rule.docstring or "")
+        assert found, f"rule {name}: no `opd/stages/<module>.py:<function>` in its docstring"
+        module = importlib.import_module(found.group(1).replace("/", "."))
+        assert getattr(module, found.group(2), None) is stage_function(name), (name, found.group(0))
+
+
+def _docstring_calls(doc: str):
+    """``ast.Call`` nodes of the lines of ``doc`` that parse as Python (usage examples)."""
+    import ast
+
+    for line in doc.splitlines():
+        code = re.sub(r"^>>>\s*", "", line.strip()).split("  #")[0].split(" # ")[0].strip()
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        yield from (n for n in ast.walk(tree) if isinstance(n, ast.Call))
+
+
+def test_docstring_examples_match_signatures():
+    """Every call in a module's, function's or class's docstring to a function of that module
+    (or a method of its classes) binds to its signature: an example never shows arguments the
+    code no longer takes."""
+    import ast
+    import importlib
+
+    wrong = []
+    for f in sorted((ROOT / "opd").rglob("*.py")):
+        parts = list(f.relative_to(ROOT).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mod = importlib.import_module(name)
+        docs = [(name, mod.__doc__)] + [(f"{name}.{k}", v.__doc__) for k, v in vars(mod).items()
+                                        if (inspect.isfunction(v) or inspect.isclass(v))
+                                        and getattr(v, "__module__", None) == name]
+        for where, doc in docs:
+            for call in _docstring_calls(doc or ""):
+                fn = None
+                if isinstance(call.func, ast.Name):
+                    fn = getattr(mod, call.func.id, None)
+                elif isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name):
+                    owner = getattr(mod, call.func.value.id, None)
+                    fn = getattr(owner, call.func.attr, None) if inspect.isclass(owner) else None
+                if not callable(fn) or any(isinstance(a, ast.Starred) for a in call.args) \
+                        or any(k.arg is None for k in call.keywords):
+                    continue
+                try:
+                    sig = inspect.signature(fn)
+                except (TypeError, ValueError):
+                    continue
+                try:
+                    sig.bind(*call.args, **{k.arg: k.value for k in call.keywords})
+                except TypeError as err:
+                    wrong.append(f"{where}: {ast.unparse(call)}: {err}")
+    assert not wrong, wrong
+
+
 def test_modules_stay_small():
     long = {str(p.relative_to(ROOT)): n for p in ROOT.glob("opd/**/*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the opd modules it imports, anywhere in its text (lazy imports inside functions
+    count; ``from pkg import x`` counts as importing ``pkg``, and ``pkg.x`` when that is a module)."""
+    import ast
+
+    mods = {}
+    for f in (ROOT / "opd").rglob("*.py"):
+        parts = list(f.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = f
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {m: set() for m in mods}
+    for m, f in mods.items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    pkg = m.split(".") if f.name == "__init__.py" else m.split(".")[:-1]
+                    pkg = pkg[:len(pkg) - node.level + 1]
+                    base = ".".join(pkg + ([base] if base else []))
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            graph[m].update(o for n in names if (o := owner(n)) and o != m)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_in_opd():
+    assert not cycles(import_graph())
+
+
+def test_the_cycle_test_sees_lazy_imports_and_finds_a_cycle():
+    graph = import_graph()
+    assert "opd.experiments" in graph["opd.config"]          # a top-level import
+    assert "opd.stages" in graph["opd.config"]               # one inside check_config
+    graph["opd.errors"].add("opd.config")                    # what a lazy `from opd.config import` adds
+    assert any({"opd.config", "opd.errors"} <= set(c) for c in cycles(graph))
+
+
+def test_the_layers_of_the_config_code_point_down():
+    """Errors at the bottom (no project import), plain model lookups next, the DAG-time check
+    ``opd.config`` on top: nothing in opd/ imports it."""
+    graph = import_graph()
+    assert graph["opd.errors"] == set() and graph["opd.model_refs"] == set()
+    assert not [m for m, deps in graph.items() if "opd.config" in deps]

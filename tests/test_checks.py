@@ -273,7 +273,7 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
 
 
 def _merged(*layers: dict) -> dict:
-    from opd.config import deep_merge
+    from opd.experiments import deep_merge
     out = {}
     for layer in layers:
         out = deep_merge(out, layer)

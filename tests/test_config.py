@@ -4,7 +4,8 @@ import copy
 import pytest
 import yaml
 
-from opd.config import ConfigError, check_config, check_model_paths, experiment_config
+from opd.config import ConfigError, check_config, check_model_paths
+from opd.experiments import experiment_config
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

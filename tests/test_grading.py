@@ -17,7 +17,7 @@ from opd.grading import pool as grading_pool
 from opd.grading.extract import last_boxed, unbox
 from opd.grading.metrics import summarize
 from opd.grading.pool import GraderPool
-from opd.grading.verifier import judge_prompt, model_verify, parse_judge_answer
+from opd.grading.judge import judge_prompt, model_verify, parse_judge_answer
 from opd.grading.verify import grade, is_correct
 
 from conftest import SHARED_DATA

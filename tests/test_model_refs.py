@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from opd.config import ConfigError, check_config, experiment_config
-from opd.model_refs import root_model, step_of, thinking_of
+from opd.config import ConfigError, check_config
+from opd.experiments import experiment_config, step_of
+from opd.model_refs import root_model, thinking_of
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 DEFAULT = ROOT / "config" / "config.yaml"
@@ -53,7 +54,7 @@ def test_an_override_file_switches_a_model_from_an_experiment_to_a_path(cfg, tmp
     """The authors' released checkpoint instead of the run: a later file's `path` replaces
     `from_experiment` (opd.config_files); a `step` left behind is refused unless set to null."""
     from opd.config_files import prepare_config
-    from opd.model_refs import check_model_refs
+    from opd.config import check_model_refs
 
     override = {"models": {"grpo_student": {"path": str(tmp_path), "step": None}}}
     merged = copy.deepcopy(cfg)

@@ -147,7 +147,7 @@ def test_paper_experiments_cover_the_papers_results(paper):
     assert cfg["models"]["qwen3_4b_base_grpo"] == {"from_experiment": "grpo_qwen3_4b_base", "step": "final"}
     assert exps["grpo_qwen3_4b_base"]["student"] == "qwen3_4b_base"
     # the ablations: every strategy, and top_k including sampled-token OPD, on one pair
-    from opd.config import experiment_config
+    from opd.experiments import experiment_config
     ablation = {n: experiment_config(cfg, n)["objective"] for n, e in exps.items()
                 if (e["student"], e.get("teacher")) == ("r1_distill_1p5b", "justrl_1p5b")}
     assert {o["strategy"] for o in ablation.values() if o["top_k"] == 16} == STRATEGIES
@@ -240,7 +240,7 @@ def test_paper_sft_maps_onto_llamafactory(paper, tmp_path):
 @pytest.mark.skipif(not VERL_PY.exists(), reason="verl env missing: run `make env-verl` to build .venv-verl")
 def test_paper_verl_commands_compose(paper):
     """Every experiment's verl command composes against the installed verl (one process for all)."""
-    from opd.config import experiment_config
+    from opd.experiments import experiment_config
     from opd.train.config import TrainConfig
     from opd.train.verl.command import is_approximate, topk_loss_name, verl_command
     from opd.train.verl.run import verl_paths

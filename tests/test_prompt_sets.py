@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, SHARED_DATA, questions_frame
-from opd.config import ConfigError, prompt_set
+from opd.config import ConfigError
+from opd.experiments import prompt_set
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 DEFAULT = ROOT / "config" / "config.yaml"

@@ -26,7 +26,7 @@ from opd.train.verl import command
 from opd.train.verl.command import (ALTERNATIVE, APPROX_TOPK_LOSSES, APPROX_TOPK_SIZES, TOPK_LOSSES,
                                     UnsupportedCombination, support_table)
 from opd.train.verl.ext import approx_topk_details, teacher_tail_bound, topk_token_outputs
-from opd.config import experiment_config
+from opd.experiments import experiment_config
 from opd.objectives import STRATEGIES, WEIGHT_MODES, topk_details
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -214,7 +214,7 @@ def test_changing_one_experiment_reruns_only_it(run, tmp_path):
 
 def _override(tmp_path, name, extra: dict):
     """The small config deep-merged with ``extra``, as a file."""
-    from opd.config import deep_merge
+    from opd.experiments import deep_merge
     path = tmp_path / name
     path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(SMALL.read_text()), extra)))
     return path

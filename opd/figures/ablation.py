@@ -15,6 +15,8 @@ import math
 
 import pandas as pd
 
+from opd.objectives.config import OPDConfig
+
 from .common import color, placeholder, plt, save
 
 OBJECTIVE_KEYS = ("strategy", "weight_mode", "top_k")
@@ -29,9 +31,9 @@ def _fingerprint(spec: dict, resolved: dict) -> str:
 
 
 def variant(resolved: dict) -> tuple:
-    """(strategy, weight_mode, top_k) of a resolved config (defaults of ``OPDConfig`` if unset)."""
-    o = resolved.get("objective") or {}
-    return (o.get("strategy", "only_stu"), o.get("weight_mode", "student_p"), o.get("top_k", 16))
+    """(strategy, weight_mode, top_k) of a resolved config (``OPDConfig``'s defaults if unset)."""
+    o = OPDConfig.from_dict(resolved.get("objective"))
+    return tuple(getattr(o, k) for k in OBJECTIVE_KEYS)
 
 
 def ablation_groups(experiments: dict, resolved: dict) -> list[list[str]]:

@@ -75,6 +75,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], params: SamplingParams
         input_ids, attn = left_pad([prompt_ids[i] for i, _ in chunk], pad)
         width = input_ids.shape[1]
         sample = params.temperature > 0
+        # top_k here is transformers' sampling filter (default 50), not the objective's candidate
+        # count: 0 turns it off, so sampling is plain temperature / top-p, as on vLLM
         gen = model.generate(
             input_ids=input_ids, attention_mask=attn, max_new_tokens=params.max_new_tokens,
             do_sample=sample, temperature=params.temperature if sample else None,

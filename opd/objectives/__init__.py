@@ -61,11 +61,4 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = [
-    "ADV_ESTIMATORS", "KL_LOSS_TYPES", "LOGP_FLOOR", "LOSS_AGG_MODES", "OPDConfig", "POLICY_LOSSES",
-    "Registry", "STRATEGIES", "Scored", "TOKEN_LOSSES", "TopkDetails", "TopkRewards", "WEIGHT_MODES",
-    "agg_loss", "candidate_weights", "chunk_log_probs", "entropy_from_logp", "grpo", "grpo_outcome_advantage",
-    "kl_penalty", "low_var_kl", "mechanism_metrics", "policy_loss_backward", "register_policy_loss",
-    "score_tokens", "token_mechanism_stats", "token_reward_direct", "token_reward_direct_plus_grpo",
-    "token_weights", "topk_details", "topk_rewards", "vanilla_token_loss",
-]
+__all__ = sorted(_WHERE)

@@ -2,7 +2,7 @@
 
     >>> cfg = OPDConfig(top_k=16, strategy="union", weight_mode="teacher_p")
     >>> cfg = OPDConfig.from_dict({"top_k": 0, "adv_estimator": "grpo"})
-    >>> OPDConfig.from_dict({"topk": 3})          # ValueError: unknown OPDConfig keys: topk
+    >>> OPDConfig.from_dict({"topk": 3})          # ValueError: unknown OPDConfig option(s) topk; valid: ...
 
 Invalid values raise ``ValueError`` naming the field and the valid values.  Estimator and
 policy-loss names are checked against the live registries (``ADV_ESTIMATORS``,
@@ -14,6 +14,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
+
+from opd.options import from_options
 
 #: Candidate-set strategies (see ``opd.objectives.topk``).
 STRATEGIES = ("only_stu", "only_tch", "intersection", "union", "union-intersection")
@@ -38,7 +40,7 @@ class OPDConfig:
     """OPD objective configuration.
 
     Fields beyond the brief: ``metrics_k`` (top-k used for the mechanism statistics when
-    ``top_k == 0``; when ``top_k > 0`` the statistics use ``top_k``), ``metrics_chunk_tokens``
+    ``top_k == 0``; when ``top_k > 0`` the statistics use ``top_k``: ``stats_k``), ``metrics_chunk_tokens``
     (response tokens per absolute-position chunk of the mechanism metrics, ``opd/<stat>_chunk{j}``;
     the authors log 1,024-token chunks) and ``loss_scale_factor`` (the divisor of
     ``seq-mean-token-sum-norm``; ``None`` = padded response length L) and ``tail_bucket`` (one
@@ -111,7 +113,8 @@ class OPDConfig:
 
     @property
     def stats_k(self) -> int:
-        """k of the mechanism statistics: ``top_k``, or ``metrics_k`` for sampled-token OPD."""
+        """k of the mechanism statistics (overlap ratio, shared mass, ...): ``top_k``, or
+        ``metrics_k`` for sampled-token OPD and GRPO (``top_k == 0``)."""
         return self.top_k if self.top_k > 0 else self.metrics_k
 
     @property
@@ -126,14 +129,8 @@ class OPDConfig:
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "OPDConfig":
-        """Build from a mapping; unknown keys raise ``ValueError`` naming them."""
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown OPDConfig keys: {', '.join(map(str, unknown))}; "
-                             f"valid keys: {', '.join(sorted(known))}")
-        return cls(**d)
+        """Build from a mapping; unknown keys raise ``ValueError`` naming them and the valid ones."""
+        return from_options(cls, dict(d or {}), "OPDConfig")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of all fields (round-trips through ``from_dict``)."""

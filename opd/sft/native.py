@@ -5,7 +5,7 @@ solutions, and for the off-policy SFT cold start on teacher rollouts (paper §5.
 
     cfg = SFTConfig(lr=1e-3, steps=200, batch_size=32)
     examples = encode_examples(tokenizer, prompts, responses, max_len=128)
-    train_sft(model, examples, cfg, metrics_path="results/.../metrics.jsonl")
+    train_sft(model, examples, cfg, tok.pad_token_id, metrics_path="results/.../metrics.jsonl")
 """
 from __future__ import annotations
 

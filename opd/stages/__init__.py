@@ -8,6 +8,10 @@ count, and the tool stack of the rule's ``backend`` param (passed as ``stack``).
 
     rules/train.smk (rule train) -> opd/stages/train.py:train(student=..., prompts=..., ...)
 
+Each rule's docstring names its function (``Runs opd/stages/train.py:train.``;
+``snakemake --list-rules`` prints them all), so a reader finds the code without running anything;
+``tests/test_architecture.py`` checks that every docstring names the function ``RULES`` gives.
+
 Outside Snakemake, call the functions directly, e.g. ``opd.stages.world.world_problems(...)``.
 """
 from __future__ import annotations

@@ -47,7 +47,7 @@ def eval_generate(*, model: str, benchmark: str, eval: dict, seed: int, generati
 @contextlib.contextmanager
 def judge_with(model_dir: str, max_new_tokens: int, backend: dict | None = None,
                stack: str | None = None):
-    """A ``judge_fn`` for ``opd.grading.verifier.model_verify``: greedy answers of a local model."""
+    """A ``judge_fn`` for ``opd.grading.judge.model_verify``: greedy answers of a local model."""
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     with open_generator(model_dir, stack=stack, **(backend or {})) as gen:
 
@@ -66,7 +66,7 @@ def grade(*, generations: str, grading: dict, summary: str, verdicts: str, model
     rule-failed answers that have a boxed answer; its verdicts are kept next to the rule verdicts.
     """
     from opd.grading.metrics import summarize
-    from opd.grading.verifier import model_verify
+    from opd.grading.judge import model_verify
     from opd.grading.verify import grade as grade_all
 
     df = read_parquet(generations, required=EVAL_COLUMNS)

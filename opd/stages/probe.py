@@ -30,7 +30,7 @@ def probe(*, checkpoint: str, teacher: str, generations: str, benchmark: str, su
                         batch_size=probe.get("batch_size", 64), enable_thinking=thinking)
     metrics = summarise(frame, cfg)
     record = {"experiment": exp, "model": model, "benchmark": bench,
-              "k": cfg.top_k or cfg.metrics_k, "chunk_tokens": cfg.metrics_chunk_tokens,
+              "k": cfg.stats_k, "chunk_tokens": cfg.metrics_chunk_tokens,
               "n_responses": int(frame["response"].nunique()) if len(frame) else 0,
               "n_tokens": int(len(frame)), "metrics": metrics}
     write_parquet(frame, tokens)

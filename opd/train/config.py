@@ -3,10 +3,17 @@
 The stage parses an experiment's resolved config once (``TrainConfig.from_dict``) and hands the
 typed object to the native trainer (``opd.train.native``) or to verl's command builder
 (``opd.train.verl.command``).
+
+GRPO trains on the verifiable reward alone, so ``method: grpo`` needs the objective
+``GRPO_OBJECTIVE`` (``adv_estimator: grpo``, ``top_k: 0``). Without an ``objective`` it gets
+that one; an objective that says otherwise is refused (``ValueError`` naming both keys), never
+rewritten.
+
+    TrainConfig.from_dict({"method": "grpo", "n_samples": 8}).objective.adv_estimator   # "grpo"
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from opd.objectives.config import OPDConfig
 from opd.options import from_options
@@ -16,11 +23,14 @@ METHODS = ("opd", "grpo")
 TEACHER_PROMPTS = ("student", "own")
 #: Keys of the ``logging`` section (``opd.runlog.MetricsWriter`` options).
 LOGGING_KEYS = {"tensorboard", "wandb"}
+#: The objective of ``method: grpo``: the group-normalised verifiable reward, no teacher.
+GRPO_OBJECTIVE = {"adv_estimator": "grpo", "top_k": 0}
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one on-policy run; ``objective`` holds the OPD/GRPO loss knobs."""
+    """Hyper-parameters of one on-policy run; ``objective`` holds the OPD/GRPO loss knobs
+    (None: the method's default, ``OPDConfig()`` for opd and ``GRPO_OBJECTIVE`` for grpo)."""
 
     method: str = "opd"
     steps: int = 20
@@ -43,7 +53,7 @@ class TrainConfig:
     # response tokens are scored unchanged
     teacher_prompt: str = "student"
     teacher_enable_thinking: bool | None = None
-    objective: OPDConfig = field(default_factory=OPDConfig)
+    objective: OPDConfig | None = None
     # the config's `logging` section: live trackers beside metrics.jsonl, {tensorboard: bool,
     # wandb: {mode, project, entity} | None}; the native trainer's MetricsWriter(**logging)
     logging: dict = field(default_factory=dict)
@@ -51,7 +61,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
-        objective = OPDConfig.from_dict(d.pop("objective", {}) or {})
+        objective = d.pop("objective", None)
+        objective = OPDConfig.from_dict(objective) if objective else None
         return from_options(cls, d | {"objective": objective}, "training")
 
     def __post_init__(self):
@@ -59,8 +70,13 @@ class TrainConfig:
             raise ValueError(f"teacher_prompt must be one of {TEACHER_PROMPTS}, got {self.teacher_prompt!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.method == "grpo" and self.objective.adv_estimator != "grpo":
-            self.objective = replace(self.objective, adv_estimator="grpo", top_k=0)
+        if self.objective is None:
+            self.objective = OPDConfig(**GRPO_OBJECTIVE) if self.method == "grpo" else OPDConfig()
+        got = {k: getattr(self.objective, k) for k in GRPO_OBJECTIVE}
+        if self.method == "grpo" and got != GRPO_OBJECTIVE:
+            raise ValueError(f"method grpo trains on the verifiable reward alone, so it needs objective "
+                             f"{GRPO_OBJECTIVE}, got {got}; set objective.adv_estimator: grpo and "
+                             "objective.top_k: 0 (for an OPD run, use method: opd)")
         for name in ("steps", "prompts_per_step", "n_samples", "max_new_tokens", "micro_batch_size",
                      "ppo_epochs", "save_every"):
             if getattr(self, name) < 1:

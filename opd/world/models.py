@@ -14,13 +14,11 @@ Run through the workflow (``snakemake results/world/tokenizer``), or from Python
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from opd.options import from_options
+from opd.world.spec import ModelSpec
 
 PAD, EOS, IM_START = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
 SPECIAL_TOKENS = [PAD, IM_START, EOS, "<think>", "</think>"]
@@ -56,31 +54,6 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS, pad_token=PAD, chat_template=CHATML_TEMPLATE,
         padding_side="left", model_max_length=2048)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Size of a tiny Qwen3 model."""
-
-    hidden_size: int = 96
-    num_layers: int = 3
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 256
-    max_position_embeddings: int = 256
-    tie_word_embeddings: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        return from_options(cls, d, "model size")
-
-    def __post_init__(self):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads "
-                             f"{self.num_heads}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads "
-                             f"{self.num_kv_heads}")
 
 
 def init_model(spec: ModelSpec, tokenizer, seed: int = 0) -> Qwen3ForCausalLM:

@@ -97,6 +97,7 @@ def handle(llm, req: dict, vocab_size: int) -> dict:
     prompts, params = [], []
     for i, ids in enumerate(req["prompt_ids"]):
         prompts.append({"prompt_token_ids": [int(t) for t in ids]})
+        # top_k: vLLM's sampling filter (not the objective's candidate count), 0 = off
         params.append(SamplingParams(
             n=int(req.get("n", 1)), temperature=temperature,
             top_p=float(req.get("top_p", 1.0)) if temperature > 0 else 1.0, top_k=0,

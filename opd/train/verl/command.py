@@ -3,7 +3,7 @@ r"""The verl backend of the ``train`` stage: a ``TrainConfig`` -> ``verl.trainer
 Pure Python (no verl import). What maps to which Hydra key, which top-k strategies run exactly,
 approximately or not at all, and why: ``docs/verl.md``.
 
-    argv = verl_command("opd", TrainConfig.from_dict(experiment_config(config, "opd")), paths, cluster)
+    argv = verl_command("opd", train_config(config, "opd"), paths, cluster)   # opd.experiments
     subprocess.run(argv, env={**os.environ, **verl_env()}, check=True)
 """
 from __future__ import annotations
@@ -168,10 +168,9 @@ def check_supported(train: TrainConfig, cluster: Optional[dict] = None) -> None:
 
 def check_config(config: dict, exp: str) -> None:
     """The registry's DAG-time check of experiment ``exp`` of the workflow ``config``."""
-    from opd.config import experiment_config
+    from opd.experiments import train_config
 
-    check_supported(TrainConfig.from_dict(experiment_config(config, exp)),
-                    config.get("backends", {}).get("verl"))
+    check_supported(train_config(config, exp), config.get("backends", {}).get("verl"))
 
 
 def is_approximate(train: TrainConfig, cluster: Optional[dict] = None) -> bool:

@@ -15,7 +15,7 @@ record and for rerunning by hand), runs it with the verl stack's Python, then
 verl keeps its own sharded checkpoints in ``<run>/verl`` and the command sets
 ``trainer.resume_mode=auto``, so a killed job resumes from its last saved step on rerun.
 verl's trainer needs GPUs: on this project's CPU machines only the command, the registered
-functions and these conversions are tested (see README).
+functions and these conversions are tested (docs/backends.md, "What was executed here").
 
     run_verl(python, exp, train, paths, cluster, checkpoints_dir, metrics_path, steps)
 """
@@ -91,7 +91,7 @@ def run_verl(python: str, exp: str, train: TrainConfig, paths: dict, cluster: di
     argv = verl_command(exp, train, paths, {**cluster, "python": python})
     if is_approximate(train, cluster):
         print(f"NOTE: {exp} uses the approximate top-k teacher lookup (backends.verl.teacher_topk="
-              f"{cluster.get('teacher_topk')}); see README, 'Top-k strategies on verl'", flush=True)
+              f"{cluster.get('teacher_topk')}); see docs/verl.md", flush=True)
     (verl_dir / "verl_command.sh").write_text(shlex.join(argv) + "\n")
     log = verl_dir / "metrics.verl.jsonl"
     env = {**os.environ, **verl_env(), **tracker_env(train.logging, verl_dir.parent),

@@ -1,4 +1,4 @@
-"""Optional model verifier: a judge model re-checks answers that the rule-based grader failed.
+"""The judge: a model re-checks answers that the rule-based grader (``verify``) failed.
 
 ``model_verify(items, judge_fn)`` asks ``judge_fn`` (any callable from prompts to replies, e.g.
 a generation backend wrapped by ``opd.stages.evaluate.judge_with``) whether each rule-failed
