@@ -43,7 +43,7 @@ C is non-empty and ``S_tail`` is above the rounding noise of the sum, ``log(4 M 
 covering the whole vocabulary leaves a zero-mass tail: invalid, no NaN; a teacher tail below
 that noise takes the floor), its weight takes part in the weight mode's normalisation and
 its reward is ``-(S_tail - T_tail) * w_tail``. Pushing a candidate down then moves mass into a
-bucket the objective sees, instead of out of sight (the leak the README describes).
+bucket the objective sees, instead of out of sight (the leak docs/world.md describes).
 
     >>> out = topk_rewards(student_logits, teacher_logits, top_k=16, strategy="union",
     ...                    weight_mode="student_p", student_temperature=0.7)
