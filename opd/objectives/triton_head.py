@@ -59,11 +59,16 @@ def _row_stats_kernel(z_ptr, stride, V, n_blocks, inv_t, m_ptr, s_ptr, t_ptr, va
     rv = tl.where(kk < K, neg, float("inf"))
     ri = tl.zeros([KP], tl.int32)
     thr = tl.min(rv, 0)
+    # the next block is loaded before the current one is reduced, so its memory latency overlaps
+    # the reductions (a while loop: Triton's interpreter cannot range() over a runtime bound)
+    nxt = tl.load(base + lo + offs, mask=(lo + offs < V) & (n_blocks > 0), other=neg)
     i = 0
-    while i < n_blocks:        # a while loop: Triton's interpreter cannot range() over a runtime bound
+    while i < n_blocks:
         cols = lo + i * BLOCK + offs
         i += 1
-        x = tl.load(base + cols, mask=cols < V, other=neg).to(tl.float32) * inv_t
+        x = nxt.to(tl.float32) * inv_t
+        ncols = cols + BLOCK
+        nxt = tl.load(base + ncols, mask=(ncols < V) & (i < n_blocks), other=neg)
         v = tl.max(x, 0)                                   # the block's max, then the next candidate
         m_new = tl.maximum(m, v)
         shift = tl.where(m_new == neg, 0.0, m_new)
