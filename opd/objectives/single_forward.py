@@ -8,14 +8,15 @@ objective).  The scoring forward's student half then duplicates the update's, so
 ``score_and_backward`` takes the student's hidden states from the update's forward (in the
 autograd graph) and, for each chunk of at most ``chunk_size`` response tokens,
 
-1. S = log_softmax(h W_s^T / T_s) (in the graph) and T = log_softmax(h_t W_t^T / T_t) (no grad);
-2. forms candidates, validity, rewards and mechanism statistics from S.detach() and T exactly as
-   ``score_tokens`` does; old_logp = S.detach() at the candidates (so every ratio is exactly 1);
+1. S = log_softmax(h W_s^T / T_s) and T = log_softmax(h_t W_t^T / T_t) (``chunk_sources``'s
+   ``ChunkLogProbs``: the logits outside autograd);
+2. forms candidates, validity, rewards and mechanism statistics with ``score_chunk``, as
+   ``score_tokens`` does; old_logp = S at the candidates (so every ratio is exactly 1);
 3. gets the chunk's advantages from ``advantage_fn``;
-4. computes the chunk's policy loss (+ KL) and its backward as ``policy_loss_backward`` does,
+4. computes the chunk's policy loss (+ KL) and its gradients as ``policy_loss_backward`` does,
    then one final backward through the model (``ChunkedBackward``).
 
-fp32 [C, V] tensors exist for one chunk only (S with its graph, T, and their temporaries).
+[C, V] tensors exist for one chunk only (the two logits, then the student's and the gradient).
 
 Advantages chunk by chunk.  Chunks are taken position-major (every row at position l, then l + 1,
 ...), so a chunk covers a block of columns l0:l1 of the [B, L] grid.  ``advantage_fn(rewards
