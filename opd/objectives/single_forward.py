@@ -8,8 +8,8 @@ objective).  The scoring forward's student half then duplicates the update's, so
 ``score_and_backward`` takes the student's hidden states from the update's forward (in the
 autograd graph) and, for each chunk of at most ``chunk_size`` response tokens,
 
-1. S = log_softmax(h W_s^T / T_s) and T = log_softmax(h_t W_t^T / T_t) (``chunk_sources``'s
-   ``ChunkLogProbs``: the logits outside autograd);
+1. S = log_softmax(h W_s^T / T_s) and T = log_softmax(h_t W_t^T / T_t) (``chunk_sources``:
+   ``ChunkLogProbs`` of the logits, outside autograd);
 2. forms candidates, validity, rewards and mechanism statistics with ``score_chunk``, as
    ``score_tokens`` does; old_logp = S at the candidates (so every ratio is exactly 1);
 3. gets the chunk's advantages from ``advantage_fn``;
@@ -41,9 +41,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
-from .chunked import (ChunkedBackward, Scored, ScoreStore, check_shapes, check_teacher, chunk_logits,
-                      score_chunk)
-from .logprobs import ChunkLogProbs
+from .chunked import ChunkedBackward, Scored, ScoreStore, check_shapes, check_teacher, chunk_sources, score_chunk
 
 if TYPE_CHECKING:
     from .config import OPDConfig
@@ -112,9 +110,8 @@ def score_and_backward(student_hidden: torch.Tensor, student_head: torch.Tensor,
     cols = (index % L).cpu()                  # the column bounds of each chunk, read once
     for start in range(0, index.numel(), chunk_size):
         sel = index[start:start + chunk_size]
-        h, S = run.student(sel, cfg.stats_k if with_teacher else 0)
-        T = (ChunkLogProbs(chunk_logits(ht[sel], teacher_head), cfg.teacher_temperature, run.dtype, cfg.stats_k)
-             if with_teacher else None)
+        h = run.h_flat[sel]
+        S, T = chunk_sources(h, student_head, ht[sel] if with_teacher else None, teacher_head, cfg, run.dtype)
         cand, tl, stats = score_chunk(S, T, run.toks[sel], cfg)
         del T
         store.put(sel, cand, tl, stats)
