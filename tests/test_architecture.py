@@ -34,7 +34,7 @@ def test_building_the_dag_imports_no_torch():
 def test_registry_rejects_duplicates_and_lists_valid_names():
     with pytest.raises(ValueError, match="already registered.*hf.*vllm"):
         backends.register(backends.Backend("generation", "vllm", run="x:y"))
-    with pytest.raises(ValueError, match="unknown train backend 'deepspeed'; valid: native, verl"):
+    with pytest.raises(ValueError, match="unknown train backend 'deepspeed'; valid: native, trl, verl"):
         backends.get("train", "deepspeed")
     assert backends.names("sft") == ["native", "llamafactory"]  # the CPU default first
 
