@@ -426,6 +426,8 @@ def test_lint_is_clean():
      "make env-llamafactory"),
     ({"backends": {"train": "verl"}, "train_defaults": {"objective": {"strategy": "union"}}},
      "experiments.opd.backends.train"),
+    ({"backends": {"train": "trl"}}, "experiments.opd.backends.train: trl: TRL backend: objective.top_k=16 "
+     "is a top-k strategy"),
     ({"experiments": {"opd": {"method": "opd", "student": "student", "teacher": "teacher",
                               "backends": {"train": "deepspeed"}}}}, "deepspeed"),
     # issue 11: decided from cheap reads before any job (opd.checks, opd.config_files)

@@ -20,7 +20,7 @@ per-token loss by ``num_items_in_batch``. transformers counts it from the datalo
 before on-policy generation replaces the completions: for TRL's ``GKDTrainer`` that is the
 dataset's placeholder answers (162 tokens against 2,810 generated in the 2026-12-04 diagnosis,
 an 18x larger step), for ``IWOPDTrainer`` the prompt-only labels (0). ``DistillationTrainer``
-(TRL >= 1.15) replaces it by the count of generated tokens itself; for ``IWOPDTrainer`` the
+(TRL 1.16) replaces it by the count of generated tokens itself; for ``IWOPDTrainer`` the
 runner does the same. So the loss is sum over the batch's response tokens / their number, over
 all micro-batches of the step: the native trainer's ``loss_agg_mode: token-mean`` (exactly when
 one micro-batch holds the batch; with several, native averages the micro-batches' token means).
