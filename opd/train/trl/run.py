@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -109,6 +110,7 @@ def run_trl(python: str, exp: str, cfg: TrainConfig, student: str, teacher: str,
                              max_new_tokens=cfg.max_new_tokens, dataset=str(prompts),
                              budget_key=f"experiments.{exp}.train.max_new_tokens")
     work = Path(run_dir) / "trl"
+    shutil.rmtree(work / "saves", ignore_errors=True)   # never collect a step an earlier run saved
     work.mkdir(parents=True, exist_ok=True)
     (work / "prompts.jsonl").write_text("".join(json.dumps({"prompt_ids": x}) + "\n" for x in ids))
     paths = {"student": student, "teacher": teacher, "prompts": work / "prompts.jsonl", "work": work / "trainer",
