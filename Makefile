@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 VERL_VENV ?= .venv-verl
 VERL_STAMP := $(VERL_VENV)/.installed-stamp
 
-.PHONY: run test lint dryrun figures report experiment clean env-verl env-vllm env-llamafactory
+.PHONY: run test lint dryrun figures report experiment clean env-verl env-vllm env-llamafactory env-trl
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -81,3 +81,17 @@ $(LF_STAMP): envs/llamafactory.requirements.txt
 	test -x $(LF_VENV)/bin/python || python3 -m venv $(LF_VENV)
 	$(LF_VENV)/bin/pip install --quiet -r envs/llamafactory.requirements.txt
 	touch $(LF_STAMP)
+
+# The TRL stack (train backend `trl`: TRL's distillation trainers) in its own venv; reused until
+# its pins change. Its runner imports no opd code (opd/train/trl/runner.py runs by path), so the
+# opd package is not installed there.
+TRL_VENV ?= .venv-trl
+TRL_STAMP := $(TRL_VENV)/.installed-stamp
+
+env-trl: $(TRL_STAMP)
+
+$(TRL_STAMP): envs/trl.requirements.txt
+	test -x $(TRL_VENV)/bin/python || python3 -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/pip install --quiet torch==2.13.0
+	$(TRL_VENV)/bin/pip install --quiet -r envs/trl.requirements.txt
+	touch $(TRL_STAMP)

@@ -260,6 +260,7 @@ def check_backends(config: dict, using_conda: bool) -> None:
 VLLM = Stack("vllm", "bin/python", ("module", "vllm"))
 LLAMAFACTORY = Stack("llamafactory", "bin/llamafactory-cli", ("cli", "llamafactory-cli"))
 VERL = Stack("verl", "bin/python", ("module", "verl"))
+TRL = Stack("trl", "bin/python", ("module", "trl"))
 
 register(Backend("generation", "hf", run="opd.generation.hf:HFGenerator"))
 register(Backend("generation", "vllm", run="opd.generation.vllm.generator:VLLMGenerator", stack=VLLM,
@@ -273,3 +274,5 @@ register(Backend("train", "verl", run="opd.train.verl.run:run_train", stack=VERL
                  gpus=lambda o, m: int(o.get("n_gpus_per_node", 8))
                  + (int(o.get("teacher_n_gpus_per_node", 1)) if m == "opd" else 0),
                  check="opd.train.verl.command:check_config", inputs=("val",)))
+register(Backend("train", "trl", run="opd.train.trl.run:run_train", stack=TRL,
+                 gpus=lambda o, m: int(o.get("gpus", 0)), check="opd.train.trl.plan:check_config"))

@@ -80,7 +80,7 @@ def head_size(path: str) -> int | None:
     return int(size) if isinstance(size, int) else None
 
 
-def _vocab(config: dict, model: str) -> tuple[int | None, str]:
+def model_vocab(config: dict, model: str) -> tuple[int | None, str]:
     """(vocabulary size, where it was read) of a model of the config (a model from an
     experiment has the vocabulary of the model its chain of experiments starts from)."""
     spec = config["models"][root_model(config, model)]
@@ -122,7 +122,7 @@ def check_pair(config: dict, exp: str) -> None:
            "teacher's tokenizer)")
     if not all(paths.values()):
         world, path = (student, teacher) if paths[teacher] else (teacher, student)
-        (w_size, _), (p_size, where) = _vocab(config, world), _vocab(config, path)
+        (w_size, _), (p_size, where) = model_vocab(config, world), model_vocab(config, path)
         if p_size is not None and p_size != w_size:
             raise ConfigError(
                 f"{key}: {what} do not share a vocabulary: {world!r} is a tiny-world model with the "
@@ -159,7 +159,7 @@ def check_top_k(config: dict, exp: str) -> None:
     key = (f"experiments.{exp}.train.objective.{field}" if field in overrides
            else f"train_defaults.objective.{field}")
     for model in (spec["student"], spec["teacher"]):
-        size, where = _vocab(config, model)
+        size, where = model_vocab(config, model)
         if size is not None and k > size:
             raise ConfigError(f"{key}: {field} {k} of experiment {exp!r} exceeds the vocabulary of "
                               f"{model!r} ({size} tokens, {where}); a top-k set cannot hold more "

@@ -376,6 +376,37 @@ def test_tool_backends_give_the_default_artifacts(run, tmp_path):
     assert len(gen) == 12 * 2 and gen["response"].str.len().gt(0).all()
 
 
+def test_trl_backend_trains_one_experiment(run, tmp_path):
+    """One experiment of the small study with TRL's trainer (reverse KL over the whole vocabulary),
+    for real: only it trains again, and its checkpoints are evaluated, graded and probed."""
+    trl = ROOT / ".venv-trl" / "bin" / "python"
+    if not trl.exists():
+        pytest.skip("TRL stack not built; run `make env-trl`")
+    local_wd, _ = run
+    wd = tmp_path / "trl"
+    shutil.copytree(local_wd / "results", wd / "results")
+    shutil.copytree(local_wd / ".snakemake" / "metadata", wd / ".snakemake" / "metadata")
+    vocab = yaml.safe_load(SMALL.read_text())["world"]["tokenizer"]["vocab_size"]
+    cfg = _override(tmp_path, "trl.yaml", {"experiments": {"opd": {"backends": {"train": "trl"},
+                                                                   "train": {"objective": {"top_k": vocab}}}},
+                                           "stacks": {"trl": str(trl)}})
+    out = snakemake(wd, configs=(cfg,), timeout=1200)
+    log = out.stdout + out.stderr
+    trained = re.findall(r"rule train:\n(?:[^\n]*\n){0,12}?\s*wildcards: exp=(\w+)", log)
+    assert set(trained) == {"opd"}
+    r = wd / "results"
+    assert json.loads((r / "train/opd/config.json").read_text())["backend"] == "trl"
+    metrics = read_jsonl(r / "train/opd/metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    assert all({"train/loss", "train/grad_norm", "rollout/accuracy", "opd/student_entropy"} <= set(m) for m in metrics)
+    for m in ("opd.step0002", "opd.step0004"):
+        assert len(pd.read_parquet(r / f"eval/{m}/tiny_eval.parquet")) == 12 * 2
+        assert 0 <= json.loads((r / f"grades/{m}/tiny_eval.json").read_text())["mean_score"] <= 1
+        assert json.loads((r / f"probe/opd/{m}/tiny_eval.json").read_text())["n_tokens"] > 0
+    assert "opd.step0004" in set(pd.read_csv(r / "tables/summary.csv")["model"])
+    assert planned_jobs(wd, configs=(cfg,)) == {}
+
+
 def test_lint_is_clean():
     out = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--lint"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -395,6 +426,8 @@ def test_lint_is_clean():
      "make env-llamafactory"),
     ({"backends": {"train": "verl"}, "train_defaults": {"objective": {"strategy": "union"}}},
      "experiments.opd.backends.train"),
+    ({"backends": {"train": "trl"}}, "experiments.opd.backends.train: trl: TRL backend: objective.top_k=16 "
+     "is a top-k strategy"),
     ({"experiments": {"opd": {"method": "opd", "student": "student", "teacher": "teacher",
                               "backends": {"train": "deepspeed"}}}}, "deepspeed"),
     # issue 11: decided from cheap reads before any job (opd.checks, opd.config_files)

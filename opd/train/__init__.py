@@ -1,2 +1,3 @@
 """On-policy training (OPD, GRPO): ``config`` (``TrainConfig``, no torch), ``native`` (the CPU
-trainer) and ``verl/`` (the GPU backend: command, registered losses, reward, run)."""
+trainer), ``verl/`` (the GPU backend: command, registered losses, reward, run) and ``trl/`` (TRL's
+distillation trainers: plan, runner, run)."""
