@@ -65,6 +65,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=240)
     ap.add_argument("--every", type=int, default=60)
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--also", nargs="*", default=[],
+                    help="more model keys to grade on tiny_val (e.g. opd_coldstart.sft); not selected on")
     args = ap.parse_args()
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     base = config["experiments"]["opd"]
@@ -79,8 +81,9 @@ def main() -> None:
                "train_defaults": {"steps": args.steps, "save_every": args.every}}
     steps = list(range(args.every, args.steps + 1, args.every))
     keys = [base["student"], base["teacher"]] + [f"{e}.step{s:04d}" for e in exps for s in steps]
-    _, wall = run_study(workdir, [f"results/grades/{k}/{VAL}.json" for k in keys], config=overlay,
-                        cores=args.cores)
+    _, wall = run_study(workdir, [f"results/grades/{k}/{VAL}.json" for k in keys + args.also],
+                        config=overlay, cores=args.cores)
+    also = {k: json.loads((workdir / "results" / "grades" / k / f"{VAL}.json").read_text()) for k in args.also}
     grades = {k: json.loads((workdir / "results" / "grades" / k / f"{VAL}.json").read_text()) for k in keys}
     rows = []
     for lr in args.lrs:
@@ -99,7 +102,8 @@ def main() -> None:
     ref = {k: {"accuracy": grades[k]["mean_score"], "se": grades[k]["mean_score_se"]}
            for k in (base["student"], base["teacher"])}
     write_json({"benchmark": VAL, "split": "world:heldout", "rule": RULE, "chosen": pick, "base": ref,
-                "rows": rows, "wall_s": wall, "cpu": cpu_model(),
+                "rows": rows, "also": {k: {"accuracy": g["mean_score"], "se": g["mean_score_se"]} for k, g in also.items()},
+                "wall_s": wall, "cpu": cpu_model(),
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": args.cores,
                 "env": {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")},
                 "load_avg_after": os.getloadavg()}, f"{out}.json")
