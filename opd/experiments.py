@@ -70,13 +70,16 @@ def step_of(config: dict, name: str) -> int:
 
 
 def prompt_set(config: dict, name: str) -> str | None:
-    """The training set of experiment ``name``: None for the default (``data.train``), else the
-    experiment's name, when its ``data`` names another source or prompt style
-    (``results/data/sets/<name>/``)."""
-    data = config["experiments"][name].get("data")
-    if not data:
-        return None
+    """The training set of experiment ``name``: None for the default (``data.train``), else,
+    when its ``data`` names another source or prompt style, the name of the first experiment (in
+    the config's order) with the same ``data``, so experiments that train on one source share
+    one deduplicated set and one selection (``results/data/sets/<name>/``)."""
+    def key(exp: str):
+        data = config["experiments"][exp].get("data")
+        return None if not data else (data["source"], data.get("prompt_style", "keep"))
+
+    own = key(name)
     default = config["data"]["train"]
-    same = (data["source"] == default["source"]
-            and data.get("prompt_style", "keep") == default.get("prompt_style", "keep"))
-    return None if same else name
+    if own is None or own == (default["source"], default.get("prompt_style", "keep")):
+        return None
+    return next(e for e in config["experiments"] if key(e) == own)

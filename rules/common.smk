@@ -22,7 +22,7 @@ wildcard_constraints:
     bench="|".join(BENCHMARKS),
     world_model="|".join(WORLD_MODELS) or "^$",
     model="[A-Za-z0-9_-]+(\\.(sft|step\\d+))?",
-    split="pretrain|train|eval|heldout",
+    split="pretrain|train|eval|heldout|pool",
     teacher="|".join(config["models"]),
 
 

@@ -8,6 +8,7 @@ rule world_problems:
         train=f"{R}/world/problems/train.parquet",
         eval=f"{R}/world/problems/eval.parquet",
         heldout=f"{R}/world/problems/heldout.parquet",
+        pool=f"{R}/world/problems/pool.parquet",
     params:
         problems=get_section("world", "problems"),
         seed=config["seed"],

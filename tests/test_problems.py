@@ -107,3 +107,25 @@ def test_styles_vary_in_phrasing_but_always_box_the_answer(style):
             assert is_correct(t, str(p.answer))
             assert t.startswith("<think>") == (style == "think")
 
+
+
+def test_a_model_can_see_a_share_of_a_family(tmp_path):
+    """``models.<m>.world.families`` as a mapping: that share of the family's pretraining
+    problems, the first ones (a smaller share is a subset of a larger one); a list keeps all."""
+    from opd.io import write_parquet
+    from opd.stages.world import read_corpus
+    from opd.world.problems import to_frame
+
+    s = make_splits(ProblemSpec(1, 3, 9), {"pretrain": 400}, seed=0, families={"pretrain": ["add", "mul"]})
+    path = tmp_path / "pretrain.parquet"
+    write_parquet(to_frame(s["pretrain"], "pretrain"), path)
+    n_mul = sum(p.family == "mul" for p in s["pretrain"])
+    _, every = read_corpus(str(path), ["add", "mul"])
+    assert len(every) == 400
+    _, some = read_corpus(str(path), {"add": 1.0, "mul": 0.25})
+    _, fewer = read_corpus(str(path), {"add": 1.0, "mul": 0.1})
+    assert sum(p.family == "mul" for p in some) == round(0.25 * n_mul)
+    assert sum(p.family == "add" for p in some) == 400 - n_mul
+    assert {p.operands for p in fewer if p.family == "mul"} < {p.operands for p in some if p.family == "mul"}
+    with pytest.raises(ValueError, match="no problem of the families"):
+        read_corpus(str(path), {"mod": 1.0})

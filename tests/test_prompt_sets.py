@@ -25,6 +25,8 @@ def test_prompt_set_names_only_other_sources():
     cfg = yaml.safe_load(DEFAULT.read_text())
     assert prompt_set(cfg, "opd") is None
     assert prompt_set(cfg, "opd_grpo_teacher") == "opd_grpo_teacher"     # world:heldout
+    # C6's two experiments train on one source (world:pool): one set, named after the first
+    assert prompt_set(cfg, "opd_aligned") == prompt_set(cfg, "opd_random") == "opd_aligned"
     cfg["experiments"]["opd"]["data"] = {"source": "world:train"}       # the default set, restated
     assert prompt_set(cfg, "opd") is None
     cfg["experiments"]["opd"]["data"] = {"source": "world:train", "prompt_style": "paper"}
@@ -68,7 +70,8 @@ def test_each_set_is_deduplicated_and_selected_apart(tmp_path):
     # the other experiments that select from the default set (C6's random control) take it all
     override = {e: {"prompts": "all"} for e, x in experiments.items()
                 if e != "opd_aligned" and x.get("prompts", "all") != "all"}
-    override["opd_aligned"] = {"data": {"source": "world:heldout"}}
+    # a source no other experiment trains on (opd_grpo_teacher's world:heldout, restyled)
+    override["opd_aligned"] = {"data": {"source": "world:heldout", "prompt_style": "paper"}}
     cold = {x["teacher"] for x in experiments.values() if x.get("cold_start")}
     edges, plan = dag(tmp_path, {"experiments": override,
                                  "rollout": {"source": {"source": "world:heldout", "prompt_style": "keep"}}})

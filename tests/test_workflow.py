@@ -64,7 +64,7 @@ def test_end_to_end_produces_every_artifact(run):
     wd, seconds = run
     r = wd / "results"
     assert seconds < 600, f"the small end-to-end run took {seconds:.0f}s"
-    for split in ("pretrain", "train", "eval", "heldout"):
+    for split in ("pretrain", "train", "eval", "heldout", "pool"):
         assert len(pd.read_parquet(r / f"world/problems/{split}.parquet")) > 0
     for m in ("teacher", "teacher_think", "student"):
         assert (r / f"world/models/{m}/config.json").exists()
@@ -128,10 +128,15 @@ def test_end_to_end_produces_every_artifact(run):
     own = pd.read_parquet(r / "data/sets/opd_grpo_teacher/train.parquet")
     assert len(own) > 0 and all("-heldout-" in e["problem_id"] for e in own["extra_info"])
     assert json.loads((r / "data/sets/opd_grpo_teacher/dedup_report.json").read_text())["n_candidates"] == 8
+    # C6's pool (world:pool): one set for its two experiments, selected apart from data.train
+    pool = r / "data/sets/opd_aligned"
+    assert json.loads((pool / "dedup_report.json").read_text())["n_candidates"] == 40
+    assert len(pd.read_parquet(pool / "random_prompts.parquet")) == len(pd.read_parquet(pool / "selected.parquet"))
+    assert not (r / "data/sets/opd_random").exists()
     # the selection reference, deduplicated against the training set, every removed pair named
-    ref_report = json.loads((r / "data/reference_dedup_report.json").read_text())
+    ref_report = json.loads((pool / "reference_dedup_report.json").read_text())
     assert ref_report["threshold"] == 0.99 and ref_report["n_candidates"] == 600
-    assert len(ref_report["removed_pairs"]) == 600 - ref_report["n_kept"] == 600 - len(pd.read_parquet(r / "data/reference.parquet"))
+    assert len(ref_report["removed_pairs"]) == 600 - ref_report["n_kept"] == 600 - len(pd.read_parquet(pool / "reference.parquet"))
     assert all(p["similarity"] >= 0.99 for p in ref_report["removed_pairs"])
     summary = json.loads((r / "probe/opd/opd.step0004/tiny_eval.json").read_text())
     tokens = pd.read_parquet(r / "probe/opd/opd.step0004/tiny_eval.parquet")

@@ -8,27 +8,41 @@ from collections import Counter
 from opd.io import flat_view, read_parquet, write_parquet
 from opd.world import problems as P
 
-SPLITS = ("pretrain", "train", "eval", "heldout")
+#: In the order they are drawn: a split added last leaves the earlier ones unchanged.
+SPLITS = ("pretrain", "train", "eval", "heldout", "pool")
 
 
 def world_problems(*, problems: dict, seed: int, pretrain: str, train: str, eval: str,
-                   heldout: str) -> None:
+                   heldout: str, pool: str) -> None:
     """Write every split of synthetic problems as parquet in the project's row format."""
     spec = P.ProblemSpec(problems["min_ops"], problems["max_ops"], problems["max_operand"])
-    splits = P.make_splits(spec, {s: problems["sizes"][s] for s in SPLITS}, seed,
+    splits = P.make_splits(spec, {s: problems["sizes"].get(s, 1) for s in SPLITS}, seed,
                            families=problems.get("families"))
-    for split, path in zip(SPLITS, (pretrain, train, eval, heldout)):
+    for split, path in zip(SPLITS, (pretrain, train, eval, heldout, pool)):
         write_parquet(P.to_frame(splits[split], split), path)
         counts = Counter(p.family for p in splits[split])
         print(f"{split}: {len(splits[split])} problems {dict(counts)} -> {path}")
 
 
 def read_corpus(pretrain_parquet: str, families=None) -> tuple[list[list[dict]], list[P.Problem]]:
-    """Chat prompts and problems of the pretraining split (only ``families``, if given)."""
+    """Chat prompts and problems of the pretraining split: only ``families``, if given, a list
+    or a mapping from family to the share of its problems to keep (the first ones in the split,
+    so a smaller share is a subset of a larger one)."""
     df = read_parquet(pretrain_parquet, required=("extra_info",))
     flat = flat_view(df, pretrain_parquet)
     problems = [P.from_info(e) for e in df["extra_info"]]
-    keep = [i for i, p in enumerate(problems) if families is None or p.family in families]
+    shares = families if isinstance(families, dict) else dict.fromkeys(families or (), 1.0)
+    keep = [i for i, p in enumerate(problems) if families is None or p.family in shares]
+    if families is not None:
+        total = Counter(problems[i].family for i in keep)
+        quota = {f: max(1, round(shares[f] * n)) for f, n in total.items()}
+        seen: Counter = Counter()
+        kept = []
+        for i in keep:
+            seen[problems[i].family] += 1
+            if seen[problems[i].family] <= quota[problems[i].family]:
+                kept.append(i)
+        keep = kept
     if not keep:
         raise ValueError(f"{pretrain_parquet} has no problem of the families {families}; add them "
                          "to world.problems.families.pretrain or change the model's world.families")
@@ -79,7 +93,8 @@ def world_model(*, corpus: str, tokenizer: str, spec: dict, seed: int, thinking,
     rng = random.Random(seed)
     style = spec.get("style", "terse")
     texts = [render(p, style, rng) for _ in range(copies) for p in problems]
-    print(f"corpus: {len(problems)} problems x {copies} renderings, style {style}, "
+    print(f"corpus: {len(problems)} problems {dict(Counter(p.family for p in problems))} x {copies} "
+          f"renderings, style {style}, "
           f"enable_thinking {thinking}")
     examples = encode_examples(tok, prompts * copies, texts, cfg.max_len, enable_thinking=thinking)
     train_sft(net, examples, cfg, tok.pad_token_id, metrics_path=metrics, desc="pretrain")

@@ -1,0 +1,130 @@
+"""The learning rate and step count of the default OPD runs, chosen on a validation split by a
+rule fixed before the sweep ran (issue 22: "find the learning rate and steps by a sweep that you
+record in benchmarks/, fixed before you read the claims").
+
+The sweep trains the `opd` experiment (C1's pair and prompts) at each learning rate of ``--lrs``
+for ``--steps`` steps, checkpointing every ``--every``, in ``benchmarks/tmp/opd_sweep/`` on a built
+world copied from ``--world`` (default: the repository's ``results/``).  Every checkpoint, the
+initial student and the teacher are graded on **``tiny_val``: the world's ``heldout`` split**
+(add and mul, disjoint from ``tiny_eval``, the claims' benchmark), never on ``tiny_eval``.
+
+**Selection rule (written before the sweep ran; not changed after):** among every (lr, step)
+of the grid, take the highest gap recovered on ``tiny_val``, ``(acc - acc_student) /
+(acc_teacher - acc_student)``, over steps 60 and 120 (measured: 1.7 s a step with two
+trainings on 2 cores, so six OPD experiments of 180 steps would take about 15 of ``make run``'s
+25 minutes beside an 11-minute world build); among the points within one standard error of that best (its SE,
+``opd.claims.gap``), take the fewest steps (``make run`` has a time budget), then the lowest
+learning rate.  The chosen (lr, steps) becomes ``train_defaults`` of ``config/config.yaml`` for
+every OPD experiment; the claims are read only after that.
+
+Not part of ``make run``.  The validation benchmark changes the training set's deduplication in
+the sweep's folder (it is deduplicated against every benchmark), not in the study's.
+
+    .venv/bin/python benchmarks/opd_sweep.py --world benchmarks/tmp/world/results
+
+Writes ``benchmarks/results/opd_sweep.{json,png}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from opd.claims import gap  # noqa: E402
+from opd.io import write_json  # noqa: E402
+from opd.runlog import cpu_model  # noqa: E402
+from study import run_study  # noqa: E402
+
+VAL = "tiny_val"
+RULE = ("highest gap recovered on tiny_val (the heldout split); among points within one SE of "
+        "the best, the fewest steps, then the lowest learning rate")
+
+
+def exp_name(lr: float) -> str:
+    return f"opd_lr{lr:.0e}".replace("+", "")
+
+
+def choose(rows: list[dict]) -> dict:
+    """The selection rule (module docstring) applied to the sweep's rows."""
+    best = max(rows, key=lambda r: r["gap_recovered"])
+    near = [r for r in rows if r["gap_recovered"] >= best["gap_recovered"] - best["gap_recovered_se"]]
+    return min(near, key=lambda r: (r["step"], r["lr"]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world", default=str(ROOT / "results"), help="results/ of a built world")
+    ap.add_argument("--lrs", type=float, nargs="+", default=[2e-4, 5e-4, 1e-3])
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--every", type=int, default=60)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--also", nargs="*", default=[],
+                    help="more model keys to grade on tiny_val (e.g. opd_coldstart.sft); not selected on")
+    args = ap.parse_args()
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    base = config["experiments"]["opd"]
+    workdir = ROOT / "benchmarks" / "tmp" / "opd_sweep"
+    dst = workdir / "results" / "world"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(Path(args.world) / "world", dst, copy_function=shutil.copy2)
+    exps = {exp_name(lr): dict(base, train={"lr": lr}) for lr in args.lrs}
+    overlay = {"data": {"benchmarks": {VAL: {"source": "world:heldout", "prompt_style": "keep"}}},
+               "figures": {"benchmark": VAL}, "experiments": exps,
+               "train_defaults": {"steps": args.steps, "save_every": args.every}}
+    steps = list(range(args.every, args.steps + 1, args.every))
+    keys = [base["student"], base["teacher"]] + [f"{e}.step{s:04d}" for e in exps for s in steps]
+    _, wall = run_study(workdir, [f"results/grades/{k}/{VAL}.json" for k in keys + args.also],
+                        config=overlay, cores=args.cores)
+    also = {k: json.loads((workdir / "results" / "grades" / k / f"{VAL}.json").read_text()) for k in args.also}
+    grades = {k: json.loads((workdir / "results" / "grades" / k / f"{VAL}.json").read_text()) for k in keys}
+    rows = []
+    for lr in args.lrs:
+        e = exp_name(lr)
+        for s in steps:
+            at = {k: v for k, v in grades.items() if ".step" not in k or k == f"{e}.step{s:04d}"}
+            g = gap(at, exps, e)
+            ck = grades[f"{e}.step{s:04d}"]
+            rows.append({"lr": lr, "step": s, "accuracy": ck["mean_score"], "accuracy_se": ck["mean_score_se"],
+                         "gap_recovered": g[0], "gap_recovered_se": g[1]})
+            print(f"lr {lr:.0e} step {s}: {VAL} {ck['mean_score']:.3f} ± {ck['mean_score_se']:.3f}, gap "
+                  f"{g[0]:.2f} ± {g[1]:.2f}", flush=True)
+    pick = choose(rows)
+    print(f"chosen by the rule: lr {pick['lr']:.0e}, {pick['step']} steps", flush=True)
+    out = ROOT / "benchmarks" / "results" / "opd_sweep"
+    ref = {k: {"accuracy": grades[k]["mean_score"], "se": grades[k]["mean_score_se"]}
+           for k in (base["student"], base["teacher"])}
+    write_json({"benchmark": VAL, "split": "world:heldout", "rule": RULE, "chosen": pick, "base": ref,
+                "rows": rows, "also": {k: {"accuracy": g["mean_score"], "se": g["mean_score_se"]} for k, g in also.items()},
+                "wall_s": wall, "cpu": cpu_model(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": args.cores,
+                "env": {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")},
+                "load_avg_after": os.getloadavg()}, f"{out}.json")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for lr in args.lrs:
+        r = [x for x in rows if x["lr"] == lr]
+        ax.errorbar([0] + steps, [0.0] + [x["gap_recovered"] for x in r],
+                    yerr=[0.0] + [x["gap_recovered_se"] for x in r], marker="o", capsize=3, label=f"lr {lr:.0e}")
+    ax.axhline(0.5, ls=":", color="gray", label="half the gap")
+    ax.set(xlabel="OPD step", ylabel=f"gap recovered on {VAL}", title="opd: learning-rate sweep")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{out}.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
