@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 VERL_VENV ?= .venv-verl
 VERL_STAMP := $(VERL_VENV)/.installed-stamp
 
-.PHONY: run test lint dryrun figures report experiment clean env-verl env-vllm env-llamafactory env-trl
+.PHONY: run test lint dryrun figures report experiment clean env-verl env-vllm env-llamafactory env-trl \
+	fingerprint fingerprint-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +43,14 @@ report: $(STAMP)
 experiment: $(STAMP)
 	test -n "$(EXP)" || (echo "usage: make experiment EXP=<name under experiments:>" >&2; exit 2)
 	$(VENV)/bin/snakemake --cores $(CORES) -- results/tables/experiments/$(EXP).csv < /dev/null
+
+# The tiny world alone, up to its fingerprint (results/fingerprint.json, also part of `make run`),
+# and its comparison with the reference of the README's tables (docs/reproducibility.md).
+fingerprint: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) -- results/fingerprint.json < /dev/null
+
+fingerprint-check: $(STAMP)
+	$(PY) -m opd.fingerprint compare docs/fingerprint.json results/fingerprint.json
 
 clean:
 	rm -rf results .snakemake

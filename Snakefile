@@ -35,6 +35,7 @@ for warning in config_warnings(config) + training_warnings(config):
 
 include: "rules/common.smk"
 include: "rules/world.smk"
+include: "rules/fingerprint.smk"
 include: "rules/data.smk"
 include: "rules/rollout.smk"
 include: "rules/sft.smk"

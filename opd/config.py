@@ -19,14 +19,7 @@ import importlib
 from opd.errors import ConfigError
 from opd.experiments import checkpoint_steps, train_config
 from opd.model_refs import experiment_deps
-
-#: What one job asks the scheduler for when ``resources.<rule>`` leaves a key out.
-RESOURCE_DEFAULTS = {"threads": 1, "mem_mb": 4000, "runtime": 60}
-#: Rules whose default thread count differs (the embedding stages use two cores).
-RULE_RESOURCE_DEFAULTS = {rule: {"threads": 2} for rule in (
-    "dedup_train", "dedup_prompt_set", "dedup_rollout_prompts", "dedup_reference",
-    "dedup_reference_set", "select_prompts", "select_prompt_set")}
-
+from opd.resources import RESOURCE_DEFAULTS, RULE_RESOURCE_DEFAULTS, resource  # noqa: F401 (public here too)
 
 def uses_world(config: dict) -> bool:
     """Whether any dataset or model comes from the tiny world."""
@@ -39,13 +32,6 @@ def uses_world(config: dict) -> bool:
         sources.append(config["rollout"]["source"]["source"])
     return any(s.startswith("world:") for s in sources) or any(
         "world" in m for m in config["models"].values())
-
-
-def resource(config: dict, rule: str, key: str):
-    """``threads``, ``mem_mb`` or ``runtime`` (minutes) of one job of ``rule``: config
-    ``resources.<rule>.<key>``, else ``RULE_RESOURCE_DEFAULTS``, else ``RESOURCE_DEFAULTS``."""
-    default = RULE_RESOURCE_DEFAULTS.get(rule, {}).get(key, RESOURCE_DEFAULTS[key])
-    return config.get("resources", {}).get(rule, {}).get(key, default)
 
 
 def import_extensions(config: dict) -> None:

@@ -1,6 +1,6 @@
 # Path helpers and input functions (get_*). Every path under results/ follows from config names.
 from opd import backends
-from opd.config import resource
+from opd.config import resource, uses_world
 from opd.experiments import checkpoint_steps, experiment_config, prompt_set, step_of
 from opd.model_refs import thinking_of
 
@@ -116,6 +116,18 @@ def get_source_step(wildcards):
 
 def get_world_model_spec(wildcards):
     return canonical(config["models"][wildcards.world_model]["world"])
+
+
+def get_fingerprint_settings():
+    """What the world depends on besides code and host: seed, kernel mode, world config, the
+    world models' specs and the thread counts of the world rules (results/fingerprint.json)."""
+    return canonical({
+        "seed": config["seed"],
+        "kernels": config["kernels"],
+        "world": config.get("world"),
+        "models": {m: config["models"][m]["world"] for m in WORLD_MODELS},
+        "threads": {r: get_resource(r, "threads") for r in ("world_problems", "world_tokenizer", "world_model")},
+    })
 
 
 def get_world_model_thinking(wildcards):
@@ -376,7 +388,7 @@ def get_final_outputs():
     ] + [f"{R}/figures/{name}.png" for name in MECHANISM_FIGURES] + [
         f"{R}/tables/claims.csv",
         f"{R}/figures/claims.png",
-    ]
+    ] + ([f"{R}/fingerprint.json"] if uses_world(config) else [])
 
 
 def get_claims_grades(wildcards=None):

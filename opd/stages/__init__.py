@@ -3,8 +3,9 @@
 Every rule's ``script:`` is ``scripts/stage.py``, which calls ``run(snakemake)``: it looks up
 the rule's function in ``RULES``, and calls it with the rule's named inputs, outputs and params
 (and the wildcards the function names) as keywords, so a rule's keys and its function's
-parameters are the same names. ``run`` also does, once for every rule: the log file, the thread
-count, and the tool stack of the rule's ``backend`` param (passed as ``stack``).
+parameters are the same names. ``run`` also does, once for every rule: the CPU kernel pins and
+the thread count (``opd.kernels.pin_job``, before torch loads), the log file, and the tool
+stack of the rule's ``backend`` param (passed as ``stack``).
 
     rules/train.smk (rule train) -> opd/stages/train.py:train(student=..., prompts=..., ...)
 
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
-import sys
+
+from opd import kernels
 
 #: rule name -> the module under opd.stages that defines its function (of the same name).
 RULES = {
     "world_problems": "world", "world_tokenizer": "world", "world_model": "world",
+    "world_fingerprint": "fingerprint",
     "prepare_benchmark": "data", "dedup_train": "data", "select_prompts": "data",
     "dedup_prompt_set": "data", "dedup_rollout_prompts": "data", "dedup_reference": "data",
     "dedup_reference_set": "data", "select_prompt_set": "data",
@@ -52,20 +54,16 @@ def run(smk) -> None:
     First it removes the temporaries a killed earlier run of this job left beside its outputs
     (``opd.io.remove_stale_temporaries``; no other job writes these outputs).
     """
+    kernels.pin_job(smk)  # first: the CPU kernel pins and thread counts, before torch loads
     from opd import backends
     from opd.io import remove_stale_temporaries
     from opd.runlog import stage_logging
 
-    threads = str(smk.threads)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = threads
     with stage_logging(smk.log[0] if smk.log else None):
         for out in smk.output:
             for stale in remove_stale_temporaries(out):
                 print(f"removed {stale}, left by a killed run of this job")
         fn = stage_function(smk.rule)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(int(threads))
         kwargs = {**_named(smk.input), **_named(smk.output), **_named(smk.params)}
         accepted = inspect.signature(fn).parameters
         for k, v in smk.wildcards.items():

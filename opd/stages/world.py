@@ -68,9 +68,11 @@ def world_tokenizer(*, corpus: str, tokenizer: str, vocab_size: int) -> None:
 
 
 def world_model(*, corpus: str, tokenizer: str, spec: dict, seed: int, thinking, model: str,
-                metrics: str) -> None:
+                metrics: str, kernels: str) -> None:
     """Initialise a tiny Qwen3 model and train it from scratch on solutions of its ``families``
     written in its ``style``, under its chat-template switch ``thinking`` (``enable_thinking``).
+    ``kernels`` is the CPU kernel mode the job runs in (set by the adapter, opd/kernels.py): a
+    parameter so that switching it rebuilds the models, whose weights depend on it.
 
     Every drawn example is a fresh rendering (phrasings drawn anew), so the corpus has as many
     renderings of each problem as the step budget draws it."""
