@@ -32,6 +32,9 @@ from opd.objectives import STRATEGIES, WEIGHT_MODES, topk_details
 ROOT = Path(__file__).resolve().parents[1]
 VERL_PY = ROOT / ".venv-verl" / "bin" / "python"
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+# these tests map the paper's objectives; the default world adds the tail bucket (beyond the
+# paper), which this backend refuses (a test below says so)
+CONFIG["train_defaults"]["objective"]["tail_bucket"] = False
 PATHS = {"student": "/models/student", "teacher": "/models/teacher", "train_parquet": "/data/train.parquet",
          "val_parquet": "/data/val.parquet", "output_dir": "/out/opd",
          "reward_fn_file": str(ROOT / "opd" / "train" / "verl" / "reward.py")}
@@ -263,6 +266,12 @@ def test_unsupported_is_value_error_and_top_k0_ignores_strategy():
     assert issubclass(UnsupportedCombination, ValueError)
     ov = overrides(verl_command("opd", opd_cfg(top_k=0, strategy="union", weight_mode="teacher_p"), PATHS))
     assert ov["distillation.distillation_loss.loss_mode"] == "k1"
+
+
+def test_tail_bucket_is_refused_with_the_fix():
+    """The default world's objective has the tail bucket; verl's teacher cannot give it."""
+    with pytest.raises(UnsupportedCombination, match="tail_bucket.*backends.train: native"):
+        verl_command("opd", opd_cfg(tail_bucket=True), PATHS)
 
 
 def test_grpo_command():

@@ -151,7 +151,9 @@ def test_end_to_end_produces_every_artifact(run):
     assert (r / "benchmarks/train/opd.tsv").exists()
     # the world's fingerprint, built with pinned kernels (docs/reproducibility.md)
     fp = json.loads((r / "fingerprint.json").read_text())
-    assert len(fp["artifacts"]) == 4 + 1 + 3 and fp["kernels"]["mode"] == fp["settings"]["kernels"] == "reproducible"
+    from opd.stages.world import SPLITS
+    assert len(fp["artifacts"]) == len(SPLITS) + 1 + 3        # the problem splits, the tokenizer, 3 models
+    assert fp["kernels"]["mode"] == fp["settings"]["kernels"] == "reproducible"
 
 
 def test_report_embeds_every_figure(run, tmp_path):
@@ -396,7 +398,7 @@ def test_trl_backend_trains_one_experiment(run, tmp_path):
     shutil.copytree(local_wd / ".snakemake" / "metadata", wd / ".snakemake" / "metadata")
     vocab = yaml.safe_load(SMALL.read_text())["world"]["tokenizer"]["vocab_size"]
     cfg = _override(tmp_path, "trl.yaml", {"experiments": {"opd": {"backends": {"train": "trl"},
-                                                                   "train": {"objective": {"top_k": vocab}}}},
+                                                                   "train": {"objective": {"top_k": vocab, "tail_bucket": False}}}},
                                            "stacks": {"trl": str(trl)}})
     out = snakemake(wd, configs=(cfg,), timeout=1200)
     log = out.stdout + out.stderr
