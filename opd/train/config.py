@@ -38,6 +38,9 @@ class TrainConfig:
     n_samples: int = 4
     max_new_tokens: int = 64
     lr: float = 1e-4
+    # linear warm-up over the first W training steps, then constant: step k (1-based) trains at
+    # lr * min(1, (k - 1) / W), as verl's and transformers' constant schedule with warm-up
+    lr_warmup_steps: int = 0
     weight_decay: float = 0.0
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
@@ -81,11 +84,21 @@ class TrainConfig:
                      "ppo_epochs", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         unknown = sorted(set(self.logging or {}) - LOGGING_KEYS)
         if unknown:
             raise ValueError(f"logging: unknown key(s) {unknown}; valid: {sorted(LOGGING_KEYS)}")
         if self.method == "grpo" and self.n_samples < 2:
             raise ValueError("grpo needs n_samples >= 2 to normalise rewards within a group")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of training step ``step`` (1-based): ``lr * (step - 1) / W`` while
+        ``step <= W = lr_warmup_steps``, then ``lr`` (so the first step of a warm-up trains at 0,
+        as verl's ``get_constant_schedule_with_warmup`` and transformers' ``constant_with_warmup``,
+        which count optimiser steps from 0). ``lr_at(k) == lr`` for every k when W is 0."""
+        W = self.lr_warmup_steps
+        return self.lr * min(1.0, (step - 1) / W) if W else self.lr
 
     def checkpoint_steps(self) -> list[int]:
         """Steps at which a checkpoint is saved: every ``save_every`` and the last one."""

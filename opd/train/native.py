@@ -313,6 +313,9 @@ class OnPolicyTrainer:
 
     def step(self, step: int) -> dict:
         o = self.cfg.objective
+        lr = self.cfg.lr_at(step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         clock = PhaseClock(self.device)
         samples = self.rollout(step, self.next_prompts())
         clock.mark("rollout")
@@ -332,6 +335,7 @@ class OnPolicyTrainer:
         clock.mark("update")
         lengths = mask.sum(-1).float()
         metrics.update({
+            "train/lr": lr,
             "rollout/accuracy": outcome.mean().item(),
             "rollout/mean_length": lengths.mean().item(),
             "rollout/clip_ratio": sum(s["finish_reason"] == "length" for s in samples) / len(samples),

@@ -25,8 +25,8 @@ runner does the same. So the loss is sum over the batch's response tokens / thei
 all micro-batches of the step: the native trainer's ``loss_agg_mode: token-mean`` (exactly when
 one micro-batch holds the batch; with several, native averages the micro-batches' token means).
 
-Keys (``docs/trl.md`` has the table): ``steps`` -> ``max_steps``; ``lr`` -> ``learning_rate``
-(constant, no warm-up); ``weight_decay``, ``adam_eps`` -> ``adam_epsilon`` (AdamW, betas 0.9 and
+Keys (``docs/trl.md`` has the table): ``steps`` -> ``max_steps``; ``lr``, ``lr_warmup_steps`` ->
+``learning_rate``, ``warmup_steps`` (constant, or ``constant_with_warmup``); ``weight_decay``, ``adam_eps`` -> ``adam_epsilon`` (AdamW, betas 0.9 and
 0.999 as native); ``grad_clip`` -> ``max_grad_norm``; ``prompts_per_step`` x ``n_samples`` -> one
 generation batch of that many prompts, each repeated ``n_samples`` times; ``micro_batch_size`` ->
 ``per_device_train_batch_size`` with ``gradient_accumulation_steps`` = batch / micro;
@@ -156,7 +156,8 @@ def trainer_args(train: TrainConfig, kind: str, options: Optional[dict], output_
     args = {
         "output_dir": str(output_dir), "max_steps": train.steps, "seed": train.seed,
         "per_device_train_batch_size": micro, "gradient_accumulation_steps": accumulation,
-        "learning_rate": float(train.lr), "lr_scheduler_type": "constant", "warmup_steps": 0,
+        "learning_rate": float(train.lr), "warmup_steps": train.lr_warmup_steps,
+        "lr_scheduler_type": "constant_with_warmup" if train.lr_warmup_steps else "constant",
         "weight_decay": float(train.weight_decay), "adam_beta1": 0.9, "adam_beta2": 0.999,
         "adam_epsilon": float(train.adam_eps), "optim": "adamw_torch", "max_grad_norm": float(train.grad_clip),
         "temperature": o.student_temperature, "top_p": 1.0, "top_k": 0,

@@ -270,6 +270,7 @@ def verl_overrides(exp_name: str, train: TrainConfig, paths: dict,
         a + "optim.weight_decay": float(train.weight_decay),
         a + "optim.clip_grad": float(train.grad_clip),
         a + "optim.lr_scheduler_type": "constant",
+        a + "optim.lr_warmup_steps": train.lr_warmup_steps or -1,   # -1: verl reads the ratio, 0
         a + "optim.lr_warmup_steps_ratio": 0.0,
         a + "optim.override_optimizer_config": {"eps": float(train.adam_eps)},
         a + "ppo_mini_batch_size": mini_prompts,
