@@ -16,7 +16,10 @@ Not part of ``make run``; about a minute on 2 cores.
     .venv/bin/python benchmarks/opd_signal.py --world benchmarks/tmp/world/results \\
         --student student --teacher teacher --data data/train.parquet
 
-Writes ``benchmarks/results/opd_signal_<student>.json``.
+    .venv/bin/python benchmarks/opd_signal.py --student-dir results/sft/opd_coldstart/model \
+        --teacher teacher_think --thinking --name coldstart      # C5's pair, in thinking mode
+
+Writes ``benchmarks/results/opd_signal_<--name or --student>.json``.
 """
 from __future__ import annotations
 
@@ -63,6 +66,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=24, help="prompts per family")
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--thinking", action="store_true", help="the student's prompts in thinking mode")
+    ap.add_argument("--name", default=None, help="results/opd_signal_<name>.json (default: --student)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     world = Path(args.world)
@@ -80,7 +85,7 @@ def main() -> None:
         idx = [i for i, f in enumerate(fams) if f == fam][:args.prompts]
         prompts = [list(flat["prompt"].iloc[i]) for i in idx]
         truth = [str(flat["ground_truth"].iloc[i]) for i in idx]
-        rows = generate(student, tok, prompts, params, enable_thinking=False, show_progress=False)
+        rows = generate(student, tok, prompts, params, enable_thinking=args.thinking, show_progress=False)
         correct = [bool(re.search(r"\\boxed\{" + re.escape(truth[r["prompt_index"]]) + r"\}", r["response"]))
                    for r in rows]
         student.zero_grad()
@@ -101,10 +106,11 @@ def main() -> None:
     for fam, v in out.items():
         print(fam, {k: round(x, 3) for k, x in v.items()}, flush=True)
     write_json({"student": args.student_dir or args.student, "teacher": args.teacher, "data": args.data,
+                "thinking": args.thinking,
                 "families": out, "cpu": cpu_model(),
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                 "load_avg_after": os.getloadavg()},
-               ROOT / "benchmarks" / "results" / f"opd_signal_{args.student}.json")
+               ROOT / "benchmarks" / "results" / f"opd_signal_{args.name or args.student}.json")
 
 
 if __name__ == "__main__":

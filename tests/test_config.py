@@ -55,6 +55,18 @@ def test_experiment_overrides_merge_into_defaults():
     assert merged["objective"]["loss_agg_mode"] == BASE["train_defaults"]["objective"]["loss_agg_mode"]
 
 
+BUDGET = ("steps", "save_every", "lr", "lr_warmup_steps", "prompts_per_step", "n_samples", "max_new_tokens")
+
+
+def test_claims_compared_with_c1_share_its_budget():
+    """C2 compares opd_think's gap with C1's, C3 opd_grpo_teacher's gain with C1's: the default
+    config gives the three one training budget (docs/world.md, iteration 6)."""
+    exps = {BASE["claims"][c]["experiment"] for c in ("C1", "C2", "C3")}
+    assert len(exps) == 3
+    budgets = {e: {k: experiment_config(BASE, e)[k] for k in BUDGET} for e in exps}
+    assert len({tuple(b.values()) for b in budgets.values()}) == 1, budgets
+
+
 def test_same_tokenizer_with_another_lm_head_size_is_refused(tmp_path, tiny_tokenizer, tiny_models):
     """Real save_pretrained folders: the teacher's embeddings resized, its tokenizer unchanged."""
     import copy as _copy
