@@ -42,7 +42,9 @@ def main() -> None:
     bench = config["figures"]["benchmark"]
     workdir = ROOT / "benchmarks" / "tmp" / "trl_peer"
     seed_world(workdir, ("world",))
-    _, wall = run_study(workdir, [f"results/tables/experiments/{e}.csv" for e in (NATIVE, TRL)], config=peer)
+    # stacks are relative to the working directory: point at the repository's TRL stack
+    overlay = peer | {"stacks": {"trl": str(ROOT / ".venv-trl" / "bin" / "python")}}
+    _, wall = run_study(workdir, [f"results/tables/experiments/{e}.csv" for e in (NATIVE, TRL)], config=overlay)
     grades_dir = workdir / "results" / "grades"
     grades = {d.name: json.loads((d / f"{bench}.json").read_text())
               for d in grades_dir.iterdir() if (d / f"{bench}.json").exists()}

@@ -53,7 +53,9 @@ def test_full_vocabulary_maps_to_distillation_trainer():
     a = plan["args"]
     assert plan["trainer"] == "full_vocab" and plan["trainer_class"] == "trl.DistillationTrainer"
     assert (a["beta"], a["learning_rate"], a["max_steps"], a["max_grad_norm"], a["seed"]) == (1.0, 3e-4, 7, 0.5, 3)
-    assert (a["lr_scheduler_type"], a["warmup_steps"], a["adam_epsilon"]) == ("constant", 0, 1e-7)
+    assert cfg.lr_warmup_steps > 0       # the default's warm-up (tests/test_lr_warmup.py: without one)
+    assert (a["lr_scheduler_type"], a["warmup_steps"], a["adam_epsilon"]) == ("constant_with_warmup",
+                                                                              cfg.lr_warmup_steps, 1e-7)
     assert (a["temperature"], a["top_p"], a["top_k"]) == (1.0, 1.0, 0)
     assert a["max_completion_length"] == cfg.max_new_tokens
     assert a["per_device_train_batch_size"] * a["gradient_accumulation_steps"] == 32 * 2
