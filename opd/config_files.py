@@ -11,7 +11,9 @@ file, line and column, or the key and the fix, instead of a schema error that na
   override file can switch from one to the other. Both set in one file is an error that names
   both keys;
 * ``number_strings``: YAML 1.1 reads ``1e-4`` (no decimal point) as a string; where the schema
-  wants a number the error names the key and says to write ``1.0e-4``;
+  wants a number the error names the key and says to write ``1.0e-4`` (or, for text that a YAML
+  file would read as a number, that it came from snakemake's ``--config``, which reads nested
+  values as text, and names ``--configfile``);
 * ``non_finite``: YAML reads ``.inf`` and ``.nan`` as numbers, which pass every range of the
   schema (``nan`` fails no comparison); a non-finite number anywhere in the config is an error
   naming the key.
@@ -172,7 +174,14 @@ def number_strings(config: dict, schema: dict) -> list[str]:
         types = _types(node)
         if not isinstance(value, str) or "string" in types or not types & {"number", "integer"}:
             continue
-        if _NUMBER.match(value):
+        if not _NUMBER.match(value):
+            continue
+        if isinstance(yaml.safe_load(value), (int, float)):
+            # a YAML file reads this form as a number: the text came from the command line, whose
+            # nested values snakemake's --config reads as text (its BaseLoader)
+            out.append(f"{path}: {value!r} is text, not a number: snakemake's --config reads values "
+                       f"nested in a section as text; set {path} in a --configfile instead")
+        else:
             fixed = _yaml_number(value, integer="number" not in types)
             out.append(f"{path}: {value!r} is read by YAML as text, not a number (YAML wants a "
                        f"decimal point and a signed exponent); write {fixed}")

@@ -312,6 +312,17 @@ def test_alternatives_both_set_or_none_set_name_both_keys():
         resolve_alternatives({"data": {"selection": {"fraction": None}}}, SCHEMA)
 
 
+def test_numbers_from_the_command_line_name_the_configfile():
+    """snakemake's --config reads nested values as text (``train_defaults='{lr_warmup_steps: 5}'``
+    gives '5'): the spelling is right, so the message points at --configfile instead."""
+    cfg = {"train_defaults": {"lr_warmup_steps": "5", "lr": "-1.0e-3"}, "sft": {"lr": "1e-4"}}
+    got = number_strings(cfg, SCHEMA)
+    assert got[:2] == [f"train_defaults.{k}: {v!r} is text, not a number: snakemake's --config reads values "
+                       f"nested in a section as text; set train_defaults.{k} in a --configfile instead"
+                       for k, v in (("lr_warmup_steps", "5"), ("lr", "-1.0e-3"))]
+    assert got[2].startswith("sft.lr: '1e-4' is read by YAML as text")   # a file's spelling
+
+
 def test_numbers_written_as_text_get_the_yaml_spelling():
     cfg = yaml.safe_load("sft: {lr: 1e-4, steps: 1e3}\nexperiments: {x: {train: {lr: 5E-5}}}\n"
                          "train_defaults: {objective: {kl_loss_coef: 2e3}}\nmodels: {m: {path: 1e5}}\n")
