@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 
 from opd.io import write_json  # noqa: E402
-from opd.runlog import cpu_model  # noqa: E402
 from study import run_study  # noqa: E402
 
 TARGET = "results/tables/claims.csv"

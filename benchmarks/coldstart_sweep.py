@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 
 from opd.io import write_json  # noqa: E402
-from opd.runlog import cpu_model  # noqa: E402
-from study import run_study, seed_world  # noqa: E402
+from study import axes, host_record, run_study, seed_world  # noqa: E402
 
 VAL = "tiny_val"
 EXP = "opd_coldstart"
@@ -75,16 +72,8 @@ def main() -> None:
     print(f"chosen by the rule: sft lr {pick['lr']:.0e}, {pick['epochs']} epochs", flush=True)
     out = ROOT / "benchmarks" / "results" / "coldstart_sweep"
     write_json({"benchmark": VAL, "split": "world:heldout", "experiment": EXP, "rule": RULE, "chosen": pick,
-                "rows": rows, "wall_s": wall, "cpu": cpu_model(),
-                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": args.cores,
-                "env": {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")},
-                "load_avg_after": os.getloadavg()}, f"{out}.json")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+                "rows": rows, "wall_s": wall, **host_record(args.cores)}, f"{out}.json")
+    fig, ax = axes()
     for lr in args.lrs:
         r = [x for x in rows if x["lr"] == lr]
         ax.errorbar([x["epochs"] for x in r], [x["accuracy"] for x in r], yerr=[x["accuracy_se"] for x in r],

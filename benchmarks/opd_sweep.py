@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -44,13 +43,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from opd.claims import gap  # noqa: E402
 from opd.io import write_json  # noqa: E402
-from opd.runlog import cpu_model  # noqa: E402
-from study import run_study  # noqa: E402
+from study import axes, host_record, run_study  # noqa: E402
 
 VAL = "tiny_val"
 RULE = ("highest gap recovered on tiny_val (the heldout split), each point with a linear warm-up of "
@@ -116,16 +113,8 @@ def main() -> None:
            for k in (base["student"], base["teacher"])}
     write_json({"benchmark": VAL, "split": "world:heldout", "rule": RULE, "warmup": args.warmup, "chosen": pick, "base": ref,
                 "rows": rows, "also": {k: {"accuracy": g["mean_score"], "se": g["mean_score_se"]} for k, g in also.items()},
-                "wall_s": wall, "cpu": cpu_model(),
-                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": args.cores,
-                "env": {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")},
-                "load_avg_after": os.getloadavg()}, f"{out}.json")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+                "wall_s": wall, **host_record(args.cores)}, f"{out}.json")
+    fig, ax = axes()
     for lr in args.lrs:
         r = [x for x in rows if x["lr"] == lr]
         ax.errorbar([0] + steps, [0.0] + [x["gap_recovered"] for x in r],

@@ -51,3 +51,28 @@ def run_study(workdir: Path, targets: list[str], config: dict | None = None, cor
     if out.returncode != 0:
         raise SystemExit(f"snakemake failed (exit {out.returncode}) in {workdir}; see {workdir}/results/logs/")
     return workdir, took
+
+
+def host_record(cores: int) -> dict:
+    """Where a benchmark ran, for its JSON: the CPU, its native capability, the cores, the load,
+    and the ``kernels`` mode of ``config/config.yaml`` (the study's jobs set their own pins,
+    ``opd.kernels``; this process runs unpinned, so its environment is not recorded)."""
+    import os
+
+    import torch
+
+    from opd.runlog import cpu_model
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    return {"cpu": cpu_model(), "native_capability": torch.backends.cpu.get_cpu_capability(), "cores": cores,
+            "kernels": config.get("kernels", "reproducible"), "load_avg_after": os.getloadavg()}
+
+
+def axes(size: tuple[float, float] = (5.5, 3.6)):
+    """A matplotlib (figure, axes) on the Agg backend, for a benchmark's PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
