@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from opd.io import write_json  # noqa: E402
-from study import axes, host_record, run_study, seed_world  # noqa: E402
+from study import axes, best_within, host_record, run_study, seed_world  # noqa: E402
 
 VAL = "tiny_val"
 EXP = "opd_coldstart"
@@ -43,9 +43,7 @@ RULE = ("highest tiny_val accuracy of the cold-started student (thinking mode); 
 
 def choose(rows: list[dict]) -> dict:
     """The selection rule (module docstring) applied to the sweep's rows."""
-    best = max(rows, key=lambda r: r["accuracy"])
-    near = [r for r in rows if r["accuracy"] >= best["accuracy"] - TIE]
-    return min(near, key=lambda r: (r["epochs"], r["lr"]))
+    return best_within(rows, "accuracy", TIE, ("epochs", "lr"))
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ import yaml  # noqa: E402
 
 from opd.claims import gap  # noqa: E402
 from opd.io import write_json  # noqa: E402
-from study import axes, host_record, run_study  # noqa: E402
+from study import axes, best_within, host_record, run_study  # noqa: E402
 
 VAL = "tiny_val"
 RULE = ("highest gap recovered on tiny_val (the heldout split), each point with a linear warm-up of "
@@ -61,9 +61,7 @@ def exp_name(lr: float) -> str:
 
 def choose(rows: list[dict]) -> dict:
     """The selection rule (module docstring) applied to the sweep's rows."""
-    best = max(rows, key=lambda r: r["gap_recovered"])
-    near = [r for r in rows if r["gap_recovered"] >= best["gap_recovered"] - TIE]
-    return min(near, key=lambda r: (r["step"], r["lr"]))
+    return best_within(rows, "gap_recovered", TIE, ("step", "lr"))
 
 
 def main() -> None:

@@ -76,3 +76,10 @@ def axes(size: tuple[float, float] = (5.5, 3.6)):
     import matplotlib.pyplot as plt
 
     return plt.subplots(figsize=size)
+
+
+def best_within(rows: list[dict], score: str, tie: float, cheaper: tuple[str, ...]) -> dict:
+    """A sweep's selection rule: the row with the highest ``score``; among the rows within ``tie``
+    of it, the one that is smallest in the keys ``cheaper`` (in order: e.g. steps, then lr)."""
+    best = max(r[score] for r in rows)
+    return min((r for r in rows if r[score] >= best - tie), key=lambda r: tuple(r[k] for k in cheaper))
