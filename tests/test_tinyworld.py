@@ -16,6 +16,23 @@ def test_tokenizer_round_trips_and_has_special_tokens(tiny_tokenizer, tiny_probl
     assert digits == list("12345")  # digits are single tokens
 
 
+def test_think_markers_survive_decoding_like_qwen3s(tiny_tokenizer, tmp_path):
+    """As in Qwen3's tokenizer, <think> and </think> are single added tokens that are not special:
+    a response decoded with skip_special_tokens (the generation backends' default, which the
+    teacher's rollouts and the cold start's SFT data go through) keeps its think block, and
+    drops the chat tokens. Before the fix the rollouts lost the markers and the cold-started
+    student never opened a think block (docs/world.md, iteration 7)."""
+    tiny_tokenizer.save_pretrained(tmp_path)
+    tok = load_tokenizer(tmp_path)
+    response = "<think>\nStart with 2. 2 plus 3 makes 5.\n</think>\n\nThe answer is \\boxed{5}."
+    ids = tok(response + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert ids.count(tok.convert_tokens_to_ids("<think>")) == 1
+    assert ids.count(tok.convert_tokens_to_ids("</think>")) == 1
+    assert tok.decode(ids, skip_special_tokens=True) == response
+    assert set(tok.all_special_tokens) >= {"<|im_end|>", "<|endoftext|>"}
+    assert not {"<think>", "</think>"} & set(tok.all_special_tokens)
+
+
 def test_chat_template_is_chatml(tiny_tokenizer):
     msgs = [{"role": "user", "content": "What is 1 + 1?"}]
     text = tiny_tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)

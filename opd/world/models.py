@@ -14,6 +14,8 @@ Run through the workflow (``snakemake results/world/tokenizer``), or from Python
 """
 from __future__ import annotations
 
+import json
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
@@ -21,7 +23,8 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 from opd.world.spec import ModelSpec
 
 PAD, EOS, IM_START = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
-SPECIAL_TOKENS = [PAD, IM_START, EOS, "<think>", "</think>"]
+THINK_MARKERS = ("<think>", "</think>")
+SPECIAL_TOKENS = [PAD, IM_START, EOS, *THINK_MARKERS]
 
 # ChatML, as Qwen models use it. ``enable_thinking=False`` inserts an empty think block like
 # Qwen3's own template, so the rollout code can toggle thinking the same way for tiny and real
@@ -51,6 +54,14 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
+    # As in Qwen3's tokenizer, the think markers are added tokens that are not special: a
+    # response decoded with skip_special_tokens (every generation backend's default) keeps them,
+    # so a teacher's rollouts carry its think block into the cold start's SFT data.
+    spec = json.loads(tok.to_str())
+    for added in spec["added_tokens"]:
+        if added["content"] in THINK_MARKERS:
+            added["special"] = False
+    tok = Tokenizer.from_str(json.dumps(spec))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS, pad_token=PAD, chat_template=CHATML_TEMPLATE,
         padding_side="left", model_max_length=2048)
