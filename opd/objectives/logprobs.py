@@ -42,6 +42,18 @@ def entropy_from_logp(logp: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(h), h, torch.zeros_like(h))
 
 
+def sum_repeated(ids: torch.Tensor, g: torch.Tensor, V: int, pairwise: bool | None = None) -> torch.Tensor:
+    """``out[c, i] = sum_j g[c, j] over the j with ids[c, j] == ids[c, i]``: ids [C, m] long,
+    g [C, m] -> [C, m].  ``pairwise`` None: an [m, m] comparison per row while m * m <= V (the
+    paper's k = 16), else a scatter-add into [C, V] zeros and a gather (k near V, as top_k = V);
+    True / False force one (benchmarks/wide_topk.py)."""
+    m = ids.shape[-1]
+    if m * m <= V if pairwise is None else pairwise:
+        same = ids[:, :, None] == ids[:, None, :]
+        return (same.to(g.dtype) * g[:, None, :]).sum(-1)
+    return g.new_zeros(ids.shape[0], V).scatter_add_(-1, ids, g).gather(-1, ids)
+
+
 class Dense:
     """Log-probabilities S [..., V] given in full."""
 
@@ -139,8 +151,7 @@ class ChunkLogProbs:
             from .triton_head import softmax_grad_dense
             G = softmax_grad_dense(self.z, self.temperature, self.lse, -gsum * scale, out_dtype)
         # the sparse part: at each id, the dense value plus the g of every copy of that id
-        same = ids[:, :, None] == ids[:, None, :]
-        g_tot = (same.to(g.dtype) * g[:, None, :]).sum(-1)
+        g_tot = sum_repeated(ids, g, G.shape[-1])
         s_at = self.at(ids)
         p_at = torch.where(torch.isfinite(s_at), torch.exp(s_at), torch.zeros_like(s_at))
         vals = (g_tot - p_at * gsum[:, None]) * scale
