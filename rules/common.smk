@@ -3,6 +3,7 @@ from opd import backends
 from opd.config import resource, uses_world
 from opd.experiments import checkpoint_steps, experiment_config, prompt_set, step_of
 from opd.model_refs import thinking_of
+from opd.world.tokens import ADDED_TOKENS
 
 R = "results"
 EXPERIMENTS = list(config["experiments"])

@@ -34,6 +34,7 @@ rule world_tokenizer:
         tokenizer=directory(f"{R}/world/tokenizer"),
     params:
         vocab_size=config.get("world", {}).get("tokenizer", {}).get("vocab_size"),
+        added_tokens=[list(t) for t in ADDED_TOKENS],   # opd/world/tokens.py: one change rebuilds the world
     threads: get_resource("world_tokenizer", "threads")
     resources:
         mem_mb=get_resource("world_tokenizer", "mem_mb"),

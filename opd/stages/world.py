@@ -50,8 +50,9 @@ def read_corpus(pretrain_parquet: str, families=None) -> tuple[list[list[dict]],
     return [prompts[i] for i in keep], [problems[i] for i in keep]
 
 
-def world_tokenizer(*, corpus: str, tokenizer: str, vocab_size: int) -> None:
-    """Train the BPE tokenizer on the chat-formatted pretraining corpus, in every style."""
+def world_tokenizer(*, corpus: str, tokenizer: str, vocab_size: int, added_tokens: list) -> None:
+    """Train the BPE tokenizer on the chat-formatted pretraining corpus, in every style, with
+    ``added_tokens`` ([content, special] pairs: ``opd.world.tokens.ADDED_TOKENS``)."""
     from opd.checkpoint import atomic_dir
     from opd.world.models import train_tokenizer
     from opd.world.styles import STYLES, render
@@ -61,7 +62,7 @@ def world_tokenizer(*, corpus: str, tokenizer: str, vocab_size: int) -> None:
     texts = [f"<|im_start|>user\n{m[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
              f"{render(p, style, rng)}<|im_end|>\n"
              for m, p in zip(prompts, problems) for style in STYLES]
-    tok = train_tokenizer(texts, vocab_size)
+    tok = train_tokenizer(texts, vocab_size, [tuple(t) for t in added_tokens])
     with atomic_dir(tokenizer) as tmp:  # a killed save leaves no folder that looks complete
         tok.save_pretrained(tmp)
     print(f"tokenizer: {len(tok)} tokens -> {tokenizer}")

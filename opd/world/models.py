@@ -21,10 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from opd.world.spec import ModelSpec
-
-PAD, EOS, IM_START = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
-THINK_MARKERS = ("<think>", "</think>")
-SPECIAL_TOKENS = [PAD, IM_START, EOS, *THINK_MARKERS]
+from opd.world.tokens import ADDED_TOKENS, EOS, PAD
 
 # ChatML, as Qwen models use it. ``enable_thinking=False`` inserts an empty think block like
 # Qwen3's own template, so the rollout code can toggle thinking the same way for tiny and real
@@ -42,8 +39,10 @@ CHATML_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers."""
+def train_tokenizer(texts: list[str], vocab_size: int,
+                    added_tokens=ADDED_TOKENS) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers.
+    ``added_tokens``: (content, special) pairs, ids 0, 1, ... in order (``opd.world.tokens``)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Digits(individual_digits=True),
@@ -51,16 +50,16 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size, special_tokens=[t for t, _ in added_tokens], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer=trainer)
-    # As in Qwen3's tokenizer, the think markers are added tokens that are not special: a
-    # response decoded with skip_special_tokens (every generation backend's default) keeps them,
-    # so a teacher's rollouts carry its think block into the cold start's SFT data.
+    # the trainer registers every added token as special; as in Qwen3's tokenizer the think
+    # markers are not, so a response decoded with skip_special_tokens (every generation backend's
+    # default) keeps them and a teacher's rollouts carry their think block into SFT data
+    special = dict((t, bool(s)) for t, s in added_tokens)
     spec = json.loads(tok.to_str())
     for added in spec["added_tokens"]:
-        if added["content"] in THINK_MARKERS:
-            added["special"] = False
+        added["special"] = special[added["content"]]
     tok = Tokenizer.from_str(json.dumps(spec))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS, pad_token=PAD, chat_template=CHATML_TEMPLATE,
