@@ -7,6 +7,9 @@ For each family (from the training prompts of a built world) it samples ``--prom
 
 - the exact reverse KL ``KL(student || teacher)`` per response token (full vocabulary), its mean
   on digit tokens and on the others, and the share of the KL on digits;
+- the (sampled token, teacher's most likely token) pairs that carry the most KL, with their share
+  (``top_pairs``): where a pair such as ('\n', '<think>') dominates, the student writes another
+  format than the teacher, not other knowledge (docs/world.md, iteration 7);
 - the student's accuracy on those samples (exact match of the boxed answer);
 - the norm of the gradient of the mean per-token KL over the family's batch, and the cosine of
   each family's gradient with the mixed batch's (all families pooled).
@@ -14,7 +17,7 @@ For each family (from the training prompts of a built world) it samples ``--prom
 Not part of ``make run``; about a minute on 2 cores.
 
     .venv/bin/python benchmarks/opd_signal.py --world benchmarks/tmp/world/results \\
-        --student student --teacher teacher --data data/train.parquet
+        --student student --teacher teacher
 
     .venv/bin/python benchmarks/opd_signal.py --student-dir results/sft/opd_coldstart/model \
         --teacher teacher_think --thinking --name coldstart      # C5's pair, in thinking mode
@@ -41,7 +44,8 @@ from opd.runlog import cpu_model  # noqa: E402
 
 
 def batch_kl(student, teacher, rows, pad):
-    """Per-token reverse KL [B, L] (with grad through the student) and the response mask."""
+    """Per-token reverse KL [B, W-1] (with grad through the student), the response mask, the
+    sampled tokens and the teacher's most likely tokens (all [B, W-1])."""
     seqs = [r["prompt_ids"] + r["response_ids"] for r in rows]
     ids, attn = left_pad(seqs, pad)
     width = ids.shape[1]
@@ -53,7 +57,21 @@ def batch_kl(student, teacher, rows, pad):
     with torch.no_grad():
         logp_t = torch.log_softmax(teacher(input_ids=ids, attention_mask=attn).logits[:, :-1], -1)
     kl = (logp_s.exp() * (logp_s - logp_t)).sum(-1)           # [B, W-1]: predicts token t+1
-    return kl, mask[:, 1:], ids[:, 1:]
+    return kl, mask[:, 1:], ids[:, 1:], logp_t.argmax(-1)
+
+
+def top_pairs(tok, kl, mask, sampled, teacher_top, n: int = 8) -> list[dict]:
+    """The ``n`` (sampled token, teacher's top token) pairs with the largest summed KL, each with
+    its share of the KL on ``mask`` and its count."""
+    total = float(kl[mask].sum())
+    sums: dict[tuple[int, int], list[float]] = {}
+    for k, a, b in zip(kl[mask].tolist(), sampled[mask].tolist(), teacher_top[mask].tolist()):
+        acc = sums.setdefault((a, b), [0.0, 0])
+        acc[0] += k
+        acc[1] += 1
+    best = sorted(sums.items(), key=lambda kv: -kv[1][0])[:n]
+    return [{"sampled": tok.convert_ids_to_tokens(a), "teacher_top": tok.convert_ids_to_tokens(b),
+             "share": v[0] / total, "count": v[1]} for (a, b), v in best]
 
 
 def main() -> None:
@@ -62,7 +80,8 @@ def main() -> None:
     ap.add_argument("--student", default="student")
     ap.add_argument("--teacher", default="teacher")
     ap.add_argument("--student-dir", default=None, help="a model dir instead of world/models/<student>")
-    ap.add_argument("--data", default="data/train.parquet", help="prompts, relative to --world")
+    ap.add_argument("--data", default="world/problems/train.parquet",
+                    help="prompts with their family (extra_info.family), relative to --world")
     ap.add_argument("--prompts", type=int, default=24, help="prompts per family")
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -89,7 +108,7 @@ def main() -> None:
         correct = [bool(re.search(r"\\boxed\{" + re.escape(truth[r["prompt_index"]]) + r"\}", r["response"]))
                    for r in rows]
         student.zero_grad()
-        kl, mask, tgt = batch_kl(student, teacher, rows, tok.pad_token_id)
+        kl, mask, tgt, t_top = batch_kl(student, teacher, rows, tok.pad_token_id)
         digit = mask & torch.isin(tgt, digit_ids)
         loss = kl[mask].mean()
         loss.backward()
@@ -99,12 +118,14 @@ def main() -> None:
                     "kl_per_token": float(k[mask].mean()), "kl_digits": float(k[digit].mean()),
                     "kl_other": float(k[mask & ~digit].mean()),
                     "share_on_digits": float(k[digit].sum() / k[mask].sum()),
-                    "grad_norm": float(grads[fam].norm())}
+                    "grad_norm": float(grads[fam].norm()),
+                    "top_pairs": top_pairs(tok, k, mask, tgt, t_top)}
     mixed = sum(grads.values())
     for fam in out:
         out[fam]["cos_with_mixed"] = float(torch.nn.functional.cosine_similarity(grads[fam], mixed, 0))
     for fam, v in out.items():
-        print(fam, {k: round(x, 3) for k, x in v.items()}, flush=True)
+        print(fam, {k: round(x, 3) for k, x in v.items() if k != "top_pairs"}, flush=True)
+        print("   ", ", ".join(f"{p['sampled']!r}->{p['teacher_top']!r} {p['share']:.2f}" for p in v["top_pairs"][:4]))
     write_json({"student": args.student_dir or args.student, "teacher": args.teacher, "data": args.data,
                 "thinking": args.thinking,
                 "families": out, "cpu": cpu_model(),
