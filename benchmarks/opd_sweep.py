@@ -25,6 +25,11 @@ Iteration 5's sweep (``benchmarks/results/opd_sweep.json``: no warm-up, 60 and 1
 by its own rule, the fewest steps within one standard error of the best: with an SE of 0.18 on
 100 problems that rule always picks the shortest run, so the iteration-6 rule takes the best.
 
+``--seed N`` runs the same grid on seed N's world (``--world`` its ``results/``, e.g.
+``benchmarks/tmp/claims_seed1/results``) with ``seed: N`` for training and sampling, in
+``benchmarks/tmp/opd_sweep_seed<N>/``, writing ``<--name>_seed<N>``; ``opd_sweep_seeds.py`` pools
+the seeds by the rule of iteration 8 (its docstring).
+
 Not part of ``make run``.  The validation benchmark changes the training set's deduplication in
 the sweep's folder (it is deduplicated against every benchmark), not in the study's.
 
@@ -73,12 +78,14 @@ def main() -> None:
     ap.add_argument("--name", default="opd_sweep_warmup", help="benchmarks/results/<name>.{json,png}")
     ap.add_argument("--every", type=int, default=60)
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="the world's and the training's seed (--world: that seed's)")
     ap.add_argument("--also", nargs="*", default=[],
                     help="more model keys to grade on tiny_val (e.g. opd_coldstart.sft); not selected on")
     args = ap.parse_args()
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     base = config["experiments"]["opd"]
-    workdir = ROOT / "benchmarks" / "tmp" / "opd_sweep"
+    suffix = f"_seed{args.seed}" if args.seed else ""
+    workdir = ROOT / "benchmarks" / "tmp" / f"opd_sweep{suffix}"
     dst = workdir / "results" / "world"
     if dst.exists():
         shutil.rmtree(dst)
@@ -87,6 +94,8 @@ def main() -> None:
     overlay = {"data": {"benchmarks": {VAL: {"source": "world:heldout", "prompt_style": "keep"}}},
                "figures": {"benchmark": VAL}, "experiments": exps,
                "train_defaults": {"steps": args.steps, "save_every": args.every}}
+    if args.seed:
+        overlay["seed"] = args.seed
     steps = list(range(args.every, args.steps + 1, args.every))
     keys = [base["student"], base["teacher"]] + [f"{e}.step{s:04d}" for e in exps for s in steps]
     _, wall = run_study(workdir, [f"results/grades/{k}/{VAL}.json" for k in keys + args.also],
@@ -106,10 +115,10 @@ def main() -> None:
                   f"{g[0]:.2f} ± {g[1]:.2f}", flush=True)
     pick = choose(rows)
     print(f"chosen by the rule: lr {pick['lr']:.0e}, {pick['step']} steps", flush=True)
-    out = ROOT / "benchmarks" / "results" / args.name
+    out = ROOT / "benchmarks" / "results" / f"{args.name}{suffix}"
     ref = {k: {"accuracy": grades[k]["mean_score"], "se": grades[k]["mean_score_se"]}
            for k in (base["student"], base["teacher"])}
-    write_json({"benchmark": VAL, "split": "world:heldout", "rule": RULE, "warmup": args.warmup, "chosen": pick, "base": ref,
+    write_json({"benchmark": VAL, "split": "world:heldout", "seed": args.seed, "rule": RULE, "warmup": args.warmup, "chosen": pick, "base": ref,
                 "rows": rows, "also": {k: {"accuracy": g["mean_score"], "se": g["mean_score_se"]} for k, g in also.items()},
                 "wall_s": wall, **host_record(args.cores)}, f"{out}.json")
     fig, ax = axes()
