@@ -56,7 +56,7 @@ def train_tokenizer(texts: list[str], vocab_size: int,
     # the trainer registers every added token as special; as in Qwen3's tokenizer the think
     # markers are not, so a response decoded with skip_special_tokens (every generation backend's
     # default) keeps them and a teacher's rollouts carry their think block into SFT data
-    special = dict((t, bool(s)) for t, s in added_tokens)
+    special = {t: bool(s) for t, s in added_tokens}
     spec = json.loads(tok.to_str())
     for added in spec["added_tokens"]:
         added["special"] = special[added["content"]]
