@@ -30,6 +30,11 @@ by its own rule, the fewest steps within one standard error of the best: with an
 ``benchmarks/tmp/opd_sweep_seed<N>/``, writing ``<--name>_seed<N>``; ``opd_sweep_seeds.py`` pools
 the seeds by the rule of iteration 8 (its docstring).
 
+``--families mul`` trains on the train split's problems of those families only (iteration 9's
+candidate, C1's prompts where the teacher knows more): a parquet of them, written in the sweep's
+folder (``benchmarks/tmp/opd_sweep_<families>[_seed<N>]/``), becomes ``data.train``; the world is
+not changed.
+
 Not part of ``make run``.  The validation benchmark changes the training set's deduplication in
 the sweep's folder (it is deduplicated against every benchmark), not in the study's.
 
@@ -69,6 +74,21 @@ def choose(rows: list[dict]) -> dict:
     return best_within(rows, "gap_recovered", TIE, ("step", "lr"))
 
 
+def family_prompts(world: Path, workdir: Path, families: list[str]) -> Path:
+    """Write the train split's rows of ``families`` to ``<workdir>/train_<families>.parquet``."""
+    import pandas as pd
+
+    rows = pd.read_parquet(world / "world" / "problems" / "train.parquet")
+    keep = rows[rows["extra_info"].map(lambda e: e["family"] in families)]
+    if keep.empty:
+        raise SystemExit(f"--families {families}: no train problem of these families in {world}")
+    out = workdir / f"train_{'_'.join(families)}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.exists():  # an unchanged file keeps the sweep's finished jobs
+        keep.reset_index(drop=True).to_parquet(out)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", default=str(ROOT / "results"), help="results/ of a built world")
@@ -79,13 +99,16 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=60)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="the world's and the training's seed (--world: that seed's)")
+    ap.add_argument("--families", nargs="+", default=None,
+                    help="train only on the train split's problems of these families (e.g. mul)")
     ap.add_argument("--also", nargs="*", default=[],
                     help="more model keys to grade on tiny_val (e.g. opd_coldstart.sft); not selected on")
     args = ap.parse_args()
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     base = config["experiments"]["opd"]
     suffix = f"_seed{args.seed}" if args.seed else ""
-    workdir = ROOT / "benchmarks" / "tmp" / f"opd_sweep{suffix}"
+    tag = "_" + "_".join(args.families) if args.families else ""
+    workdir = ROOT / "benchmarks" / "tmp" / f"opd_sweep{tag}{suffix}"
     dst = workdir / "results" / "world"
     if dst.exists():
         shutil.rmtree(dst)
@@ -96,6 +119,9 @@ def main() -> None:
                "train_defaults": {"steps": args.steps, "save_every": args.every}}
     if args.seed:
         overlay["seed"] = args.seed
+    if args.families:
+        overlay["data"]["train"] = {"source": str(family_prompts(Path(args.world), workdir, args.families)),
+                                    "prompt_style": "keep"}
     steps = list(range(args.every, args.steps + 1, args.every))
     keys = [base["student"], base["teacher"]] + [f"{e}.step{s:04d}" for e in exps for s in steps]
     _, wall = run_study(workdir, [f"results/grades/{k}/{VAL}.json" for k in keys + args.also],

@@ -20,10 +20,29 @@ not rerun.
     .venv/bin/python benchmarks/opd_sweep.py --seed 2 --world benchmarks/tmp/claims_seed2/results
     .venv/bin/python benchmarks/opd_sweep_seeds.py
 
-Writes ``benchmarks/results/opd_sweep_seeds.{json,png}``.
+Writes ``benchmarks/results/opd_sweep_seeds.{json,png}``. ``--sweep NAME --out OUT`` pools another
+grid's three seeds (``NAME.json``, ``NAME_seed1.json``, ``NAME_seed2.json``) into ``OUT.{json,png}``
+by the same rule.
+
+**Iteration 9's candidate (written and committed before its sweeps ran).** Iteration 8's choice
+(lr 5e-4, 240 steps: mean ``tiny_val`` gap 0.53 ± 0.11) recovered 0.41 of the gap on seed 0's
+``tiny_eval``. On C1's prompts the KL is on ``mul`` (0.38 nats a token, against 0.02 on ``add``:
+``docs/world.md``), so half of every batch teaches almost nothing. The candidate trains C1's pair
+on the train split's ``mul`` problems only, the same grid (lr 2e-4, 5e-4, 1e-3, warm-up 10, steps 60
+to 240) on seeds 0, 1 and 2:
+
+    .venv/bin/python benchmarks/opd_sweep.py --families mul --name opd_sweep_mul [--seed N --world ...]
+    .venv/bin/python benchmarks/opd_sweep_seeds.py --sweep opd_sweep_mul --out opd_sweep_mul_seeds
+
+The rule above picks its point. Iteration 9 adopts ``mul``-only OPD prompts (for every experiment
+that C1 is compared with, so that the claims still compare one budget on one prompt set; the cold
+start's rollouts and C6's pool unchanged) with that point's lr and steps if its mean gap exceeds
+0.53 by more than one SE of the difference (the two means' SEs combined as independent); else the
+prompts stay as they are. Either way the claims of all three seeds are run again before any is read.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -36,7 +55,11 @@ from opd.io import write_json  # noqa: E402
 from study import axes, best_within  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-SOURCES = {0: "opd_sweep_warmup.json", 1: "opd_sweep_warmup_seed1.json", 2: "opd_sweep_warmup_seed2.json"}
+
+def sources(name: str) -> dict[int, str]:
+    """Seed -> the file of that seed's sweep (``opd_sweep.py --name NAME [--seed N]``)."""
+    return {0: f"{name}.json", 1: f"{name}_seed1.json", 2: f"{name}_seed2.json"}
+
 TIE = 0.01
 RULE = ("highest mean over seeds 0, 1, 2 of the gap recovered on each seed's tiny_val, each point with "
         "the 10-step warm-up; a point within 0.01 of it with fewer steps, then a lower learning rate, wins")
@@ -58,14 +81,19 @@ def pool(per_seed: dict[int, list[dict]]) -> list[dict]:
 
 
 def main() -> None:
-    per_seed = {s: json.loads((RESULTS / f).read_text())["rows"] for s, f in SOURCES.items()}
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sweep", default="opd_sweep_warmup", help="the per-seed sweeps' --name")
+    ap.add_argument("--out", default="opd_sweep_seeds", help="benchmarks/results/<out>.{json,png}")
+    args = ap.parse_args()
+    files = sources(args.sweep)
+    per_seed = {s: json.loads((RESULTS / f).read_text())["rows"] for s, f in files.items()}
     rows = pool(per_seed)
     pick = best_within(rows, "gap_recovered", TIE, ("step", "lr"))
     for r in rows:
         print(f"lr {r['lr']:.0e} step {r['step']}: mean gap {r['gap_recovered']:.2f} ± {r['gap_recovered_se']:.2f} "
               f"(seeds {', '.join(f'{v:.2f}' for v in r['by_seed'].values())})")
     print(f"chosen by the rule: lr {pick['lr']:.0e}, {pick['step']} steps")
-    write_json({"rule": RULE, "sources": SOURCES, "chosen": pick, "rows": rows}, RESULTS / "opd_sweep_seeds.json")
+    write_json({"rule": RULE, "sources": files, "chosen": pick, "rows": rows}, RESULTS / f"{args.out}.json")
     fig, ax = axes()
     for lr in sorted({r["lr"] for r in rows}):
         r = [x for x in rows if x["lr"] == lr]
@@ -73,10 +101,10 @@ def main() -> None:
                     yerr=[0.0] + [x["gap_recovered_se"] for x in r], marker="o", capsize=3, label=f"lr {lr:.0e}")
     ax.axhline(0.5, ls=":", color="gray", label="half the gap")
     ax.set(xlabel="OPD step", ylabel="gap recovered on tiny_val, mean of seeds 0-2",
-           title="opd: learning-rate sweep over three seeds")
+           title=f"opd: learning-rate sweep over three seeds ({args.sweep})")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "opd_sweep_seeds.png", dpi=110)
+    fig.savefig(RESULTS / f"{args.out}.png", dpi=110)
 
 
 if __name__ == "__main__":
