@@ -33,7 +33,9 @@ the seeds by the rule of iteration 8 (its docstring).
 ``--families mul`` trains on the train split's problems of those families only (iteration 9's
 candidate, C1's prompts where the teacher knows more): a parquet of them, written in the sweep's
 folder (``benchmarks/tmp/opd_sweep_<families>[_seed<N>]/``), becomes ``data.train``; the world is
-not changed.
+not changed. ``--mini-batch-size N`` splits each step's rollouts into optimiser updates of N
+sequences (``train.mini_batch_size``: 64 / N updates a step, as verl's ``ppo_mini_batch_size``), in
+``benchmarks/tmp/opd_sweep_mb<N>[_seed<N>]/``.
 
 Not part of ``make run``.  The validation benchmark changes the training set's deduplication in
 the sweep's folder (it is deduplicated against every benchmark), not in the study's.
@@ -101,19 +103,23 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the world's and the training's seed (--world: that seed's)")
     ap.add_argument("--families", nargs="+", default=None,
                     help="train only on the train split's problems of these families (e.g. mul)")
+    ap.add_argument("--mini-batch-size", type=int, default=None,
+                    help="train.mini_batch_size of every point (null: one update a step)")
     ap.add_argument("--also", nargs="*", default=[],
                     help="more model keys to grade on tiny_val (e.g. opd_coldstart.sft); not selected on")
     args = ap.parse_args()
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     base = config["experiments"]["opd"]
     suffix = f"_seed{args.seed}" if args.seed else ""
-    tag = "_" + "_".join(args.families) if args.families else ""
+    tag = ("_" + "_".join(args.families) if args.families else "") + (
+        f"_mb{args.mini_batch_size}" if args.mini_batch_size else "")
     workdir = ROOT / "benchmarks" / "tmp" / f"opd_sweep{tag}{suffix}"
     dst = workdir / "results" / "world"
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(Path(args.world) / "world", dst, copy_function=shutil.copy2)
-    exps = {exp_name(lr): dict(base, train={"lr": lr, "lr_warmup_steps": args.warmup}) for lr in args.lrs}
+    train = {"mini_batch_size": args.mini_batch_size} if args.mini_batch_size else {}
+    exps = {exp_name(lr): dict(base, train={"lr": lr, "lr_warmup_steps": args.warmup, **train}) for lr in args.lrs}
     overlay = {"data": {"benchmarks": {VAL: {"source": "world:heldout", "prompt_style": "keep"}}},
                "figures": {"benchmark": VAL}, "experiments": exps,
                "train_defaults": {"steps": args.steps, "save_every": args.every}}

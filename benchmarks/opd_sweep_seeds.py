@@ -39,6 +39,22 @@ that C1 is compared with, so that the claims still compare one budget on one pro
 start's rollouts and C6's pool unchanged) with that point's lr and steps if its mean gap exceeds
 0.53 by more than one SE of the difference (the two means' SEs combined as independent); else the
 prompts stay as they are. Either way the claims of all three seeds are run again before any is read.
+
+Outcome on seed 0 (``opd_sweep_mul.json``): the student learnt ``mul`` faster but forgot ``add``
+(``tiny_val`` add 0.96 → 0.61 at lr 2e-4, 240 steps), best point 0.17; seeds 1 and 2 were not run,
+as no result of theirs could lift the mean past 0.53 + SE. Not adopted.
+
+**Iteration 9's second candidate (written and committed before its seed 0 sweep's results were
+read).** More optimiser updates for the same rollouts: ``train.mini_batch_size: 16`` (4 updates a
+step of 64 sequences, verl's ``ppo_mini_batch_size``; the authors' scripts make one update a step)
+at lr 1e-4 and 2e-4, warm-up 10, steps 60 to 240:
+
+    .venv/bin/python benchmarks/opd_sweep.py --mini-batch-size 16 --lrs 1e-4 2e-4 --name opd_sweep_mb16 [--seed N --world ...]
+    .venv/bin/python benchmarks/opd_sweep_seeds.py --sweep opd_sweep_mb16 --out opd_sweep_mb16_seeds
+
+Adopted (``train_defaults``: ``mini_batch_size``, lr, steps) by the same test as the first
+candidate (mean gap above 0.53 by more than one SE of the difference), and only if ``make run``
+stays under 25 minutes at the step time the seed 0 sweep measures.
 """
 from __future__ import annotations
 
