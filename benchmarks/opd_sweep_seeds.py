@@ -41,8 +41,9 @@ start's rollouts and C6's pool unchanged) with that point's lr and steps if its 
 prompts stay as they are. Either way the claims of all three seeds are run again before any is read.
 
 Outcome on seed 0 (``opd_sweep_mul.json``): the student learnt ``mul`` faster but forgot ``add``
-(``tiny_val`` add 0.96 → 0.61 at lr 2e-4, 240 steps), best point 0.17; seeds 1 and 2 were not run,
-as no result of theirs could lift the mean past 0.53 + SE. Not adopted.
+(``tiny_val`` add 0.96 → 0.61 at lr 2e-4, 240 steps), best point 0.17. Seeds 1 and 2 were stopped
+unfinished: to lift the mean past 0.53 + SE they would have had to average about 0.9 at seed 0's
+best point, above any point of any sweep so far. Not adopted.
 
 **Iteration 9's second candidate (written and committed before its seed 0 sweep's results were
 read).** More optimiser updates for the same rollouts: ``train.mini_batch_size: 16`` (4 updates a
