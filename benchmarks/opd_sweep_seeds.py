@@ -56,6 +56,10 @@ at lr 1e-4 and 2e-4, warm-up 10, steps 60 to 240:
 Adopted (``train_defaults``: ``mini_batch_size``, lr, steps) by the same test as the first
 candidate (mean gap above 0.53 by more than one SE of the difference), and only if ``make run``
 stays under 25 minutes at the step time the seed 0 sweep measures.
+
+Outcome (``opd_sweep_mb16_seeds.json``): lr 1e-4, 240 steps, mean gap 0.65 ± 0.11 (seeds 0.61,
+0.61, 0.74; seed 1 up from 0.34), +0.12 over iteration 8's point, less than the one SE (0.15) the
+rule asks for. Not adopted; iteration 8's ``train_defaults`` stay.
 """
 from __future__ import annotations
 
