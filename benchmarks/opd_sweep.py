@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from opd.claims import gap  # noqa: E402
-from opd.io import write_json  # noqa: E402
+from opd.io import write_json, write_parquet  # noqa: E402
 from study import axes, best_within, host_record, run_study  # noqa: E402
 
 VAL = "tiny_val"
@@ -84,10 +84,12 @@ def family_prompts(world: Path, workdir: Path, families: list[str]) -> Path:
     keep = rows[rows["extra_info"].map(lambda e: e["family"] in families)]
     if keep.empty:
         raise SystemExit(f"--families {families}: no train problem of these families in {world}")
+    keep = keep.reset_index(drop=True)
     out = workdir / f"train_{'_'.join(families)}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():  # an unchanged file keeps the sweep's finished jobs
-        keep.reset_index(drop=True).to_parquet(out)
+    ids = [e["question"] for e in keep["extra_info"]]
+    if not (out.exists() and [e["question"] for e in pd.read_parquet(out)["extra_info"]] == ids):
+        write_parquet(keep, out)  # rewritten only when the problems differ: the sweep's jobs stay done
     return out
 
 
