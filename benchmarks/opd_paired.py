@@ -22,6 +22,10 @@ then the claims of seeds 0, 1 and 2 run again before any is read; otherwise iter
     .venv/bin/python benchmarks/opd_paired.py
 
 Writes ``benchmarks/results/opd_paired.json``.
+
+Outcome (2026-12-05): +0.20 ± 0.08, +0.19 ± 0.10, +0.10 ± 0.08 on seeds 3, 4, 5; pooled
++0.165 ± 0.049, above 2 SE: adopted; the config change and the claims run are the next step
+(``docs/world.md``, iteration 10).
 """
 from __future__ import annotations
 
