@@ -76,14 +76,14 @@ from opd.io import write_json  # noqa: E402
 from study import axes, best_within  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+TIE = 0.01
+RULE = ("highest mean over seeds 0, 1, 2 of the gap recovered on each seed's tiny_val, each point with "
+        "the 10-step warm-up; a point within 0.01 of it with fewer steps, then a lower learning rate, wins")
+
 
 def sources(name: str) -> dict[int, str]:
     """Seed -> the file of that seed's sweep (``opd_sweep.py --name NAME [--seed N]``)."""
     return {0: f"{name}.json", 1: f"{name}_seed1.json", 2: f"{name}_seed2.json"}
-
-TIE = 0.01
-RULE = ("highest mean over seeds 0, 1, 2 of the gap recovered on each seed's tiny_val, each point with "
-        "the 10-step warm-up; a point within 0.01 of it with fewer steps, then a lower learning rate, wins")
 
 
 def pool(per_seed: dict[int, list[dict]]) -> list[dict]:
