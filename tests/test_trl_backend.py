@@ -28,6 +28,7 @@ PATHS = {k: f"/x/{k}" for k in ("student", "teacher", "prompts", "work", "saves"
 
 def train_cfg(train=None, **objective) -> TrainConfig:
     cfg = copy.deepcopy(experiment_config(CONFIG, "opd"))
+    cfg["mini_batch_size"] = None                  # one update a step: what TRL can run
     cfg.update(train or {})
     cfg["objective"].update(objective)
     return TrainConfig.from_dict(cfg)
@@ -36,6 +37,7 @@ def train_cfg(train=None, **objective) -> TrainConfig:
 def with_trl(**objective) -> dict:
     cfg = copy.deepcopy(CONFIG)
     cfg["backends"]["train"] = "trl"
+    cfg["train_defaults"]["mini_batch_size"] = None  # one update a step: what TRL can run
     cfg["train_defaults"]["objective"].update(objective)
     return cfg
 
@@ -99,6 +101,11 @@ def test_refusals_name_the_key_and_the_native_backend(train, objective, key):
     with pytest.raises(trl_plan.UnsupportedByTRL, match="backends.train: native") as err:
         trl_plan.check_supported(train_cfg(train, **objective), V)
     assert key in str(err.value)
+
+
+@pytest.mark.parametrize("mini", [None, 64, 128])
+def test_a_mini_batch_of_the_whole_batch_or_more_is_one_update_and_accepted(mini):
+    trl_plan.check_supported(train_cfg({"mini_batch_size": mini}, top_k=0), V)   # 32 prompts x 2
 
 
 def test_grpo_and_unknown_vocabulary_are_refused():

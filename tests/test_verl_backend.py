@@ -35,6 +35,9 @@ CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 # these tests map the paper's objectives; the default world adds the tail bucket (beyond the
 # paper), which this backend refuses (a test below says so)
 CONFIG["train_defaults"]["objective"]["tail_bucket"] = False
+# and one update a step, as the authors' scripts (config/paper.yaml): the world's four mini-batches
+# a step are refused on verl's OPD (a test below says so)
+CONFIG["train_defaults"]["mini_batch_size"] = None
 PATHS = {"student": "/models/student", "teacher": "/models/teacher", "train_parquet": "/data/train.parquet",
          "val_parquet": "/data/val.parquet", "output_dir": "/out/opd",
          "reward_fn_file": str(ROOT / "opd" / "train" / "verl" / "reward.py")}

@@ -104,9 +104,9 @@ def refusals(train: TrainConfig, vocab_size: Optional[int]) -> list[str]:
          "token ids; it cannot re-render the prompt with the teacher's chat template)"),
         (train.ppo_epochs != 1, f"ppo_epochs={train.ppo_epochs}: TRL's distillation trainers take one "
          "optimiser step per rollout batch"),
-        (train.mini_batch_size not in (None, train.prompts_per_step * train.n_samples),
+        (train.mini_batch_size is not None and train.mini_batch_size < train.prompts_per_step * train.n_samples,
          f"mini_batch_size={train.mini_batch_size}: TRL's distillation trainers take one optimiser step "
-         "per rollout batch (null or prompts_per_step * n_samples)"),
+         "per rollout batch (set it to null, or at least prompts_per_step * n_samples)"),
         (o.student_temperature != o.teacher_temperature,
          f"objective.student_temperature={o.student_temperature} != teacher_temperature="
          f"{o.teacher_temperature}: TRL has one temperature, for sampling and for both distributions"),
