@@ -212,3 +212,10 @@ def test_single_forward_ratio_is_exactly_one(tiny_models, tiny_tokenizer, rows):
     m, _ = _run_step(trainer)
     assert 0 <= m["opd/overlap_ratio"] <= 1 and "opd/teacher_entropy" in m
     assert m["train/n_tokens"] > 0 and m["train/clipfrac"] == 0 and m["train/ppo_kl"] == 0
+
+
+@pytest.mark.parametrize("mini, n", [(None, 1), (64, 1), (128, 1), (16, 4), (24, 3), (63, 2)])
+def test_mini_batches_per_step_counts_the_native_update_loop(mini, n):
+    cfg = TrainConfig.from_dict({"prompts_per_step": 32, "n_samples": 2, "mini_batch_size": mini,
+                                 "objective": {"top_k": 0}})
+    assert cfg.mini_batches_per_step() == n == len(range(0, 64, mini or 64))

@@ -100,6 +100,13 @@ class TrainConfig:
         W = self.lr_warmup_steps
         return self.lr * min(1.0, (step - 1) / W) if W else self.lr
 
+    def mini_batches_per_step(self) -> int:
+        """Optimiser updates per pass over a rollout batch of ``prompts_per_step * n_samples``
+        sequences: ``ceil(batch / mini_batch_size)``, 1 when ``mini_batch_size`` is null or at
+        least the batch (verl's ``ppo_mini_batch_size``; the native trainer's update loop)."""
+        batch = self.prompts_per_step * self.n_samples
+        return -(-batch // (self.mini_batch_size or batch))
+
     def checkpoint_steps(self) -> list[int]:
         """Steps at which a checkpoint is saved: every ``save_every`` and the last one."""
         steps = list(range(self.save_every, self.steps + 1, self.save_every))

@@ -17,7 +17,7 @@ One step, straight through:
 5. log one line of ``metrics.jsonl`` and save a checkpoint every ``save_every`` steps.
 
 **One student forward per step** where the math allows it: with one optimiser step per rollout
-batch (``ppo_epochs: 1``, one mini-batch; the default and the paper's recipe) the sampling
+batch (``ppo_epochs: 1``, one mini-batch: the paper's recipe; the tiny world takes four) the sampling
 policy is the updated one, every PPO ratio is exactly 1, and the student's scoring forward would
 duplicate the update's.  Then step 3 scores only the teacher (and the reference model), and
 steps 3-4's student half runs inside the update's own forward
@@ -188,8 +188,7 @@ class OnPolicyTrainer:
         self.rng = random.Random(cfg.seed)
         self.order: list[int] = []
         self.prompt_ids: dict[int, list[int]] = {}   # chat-templated prompts, by row index
-        batch = cfg.prompts_per_step * cfg.n_samples
-        allowed = (cfg.ppo_epochs == 1 and (cfg.mini_batch_size is None or cfg.mini_batch_size >= batch)
+        allowed = (cfg.ppo_epochs == 1 and cfg.mini_batches_per_step() == 1
                    and cfg.objective.adv_estimator in POSITION_LOCAL_ESTIMATORS)
         if single_forward and not allowed:
             raise ValueError("single_forward needs ppo_epochs 1, one mini-batch per step and a "

@@ -104,7 +104,7 @@ def refusals(train: TrainConfig, vocab_size: Optional[int]) -> list[str]:
          "token ids; it cannot re-render the prompt with the teacher's chat template)"),
         (train.ppo_epochs != 1, f"ppo_epochs={train.ppo_epochs}: TRL's distillation trainers take one "
          "optimiser step per rollout batch"),
-        (train.mini_batch_size is not None and train.mini_batch_size < train.prompts_per_step * train.n_samples,
+        (train.mini_batches_per_step() > 1,
          f"mini_batch_size={train.mini_batch_size}: TRL's distillation trainers take one optimiser step "
          "per rollout batch (set it to null, or at least prompts_per_step * n_samples)"),
         (o.student_temperature != o.teacher_temperature,
