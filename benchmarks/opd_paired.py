@@ -24,8 +24,9 @@ then the claims of seeds 0, 1 and 2 run again before any is read; otherwise iter
 Writes ``benchmarks/results/opd_paired.json``.
 
 Outcome (2026-12-05): +0.20 ± 0.08, +0.19 ± 0.10, +0.10 ± 0.08 on seeds 3, 4, 5; pooled
-+0.165 ± 0.049, above 2 SE: adopted; the config change and the claims run are the next step
-(``docs/world.md``, iteration 10).
++0.165 ± 0.049, above 2 SE: adopted. Applied in ``config/config.yaml`` the next session, then
+the claims of seeds 0-2 ran before any was read: C1 0.52 / 0.43 / 0.51 (``docs/world.md``,
+iteration 10 and "What the default run shows").
 """
 from __future__ import annotations
 
