@@ -27,6 +27,16 @@ the claims of seeds 0, 1 and 2 run again before any is read.  Otherwise iteratio
 **L is recorded, never adopted here**, whatever it reads: above 2 SE it confirms steps as a lever
 for a later iteration that finds their budget.
 
+**Addendum: how L would be applied (written after seed 6's arms were read, before seeds 7's and
+8's were; L's criterion above is unchanged).** 480 steps for all four runs of C1's chain (``opd``,
+``opd_think``, ``opd_grpo_teacher``, ``opd_coldstart``) add about 940 s of training on one core,
+about 8 minutes of ``make run``: they do not fit.  If L's pooled difference exceeds 2 SE,
+iteration 12 gives the 480 steps to C1's run alone (``experiments.opd.train``: ``steps: 480``,
+``save_every: 120``, as many evaluation points as today), and the claims that compare another run
+with C1 (C2, C3, and C4's comparison with C2) read C1 at that run's budget: its checkpoint and
+training metrics up to the other run's last step (``opd.claims``).  Then the claims of seeds 0-2
+run again before any is read.
+
     .venv/bin/python benchmarks/opd_sweep.py --seed 6 --world benchmarks/tmp/world_seed6/results --lrs 1e-4 --steps 480 --every 240 --mini-batch-size 16 --name opd_sweep_it11base
     .venv/bin/python benchmarks/opd_sweep.py --seed 6 --world benchmarks/tmp/world_seed6/results --lrs 1e-4 --steps 240 --every 240 --mini-batch-size 8 --name opd_sweep_it11mb8
     (the same for seeds 7 and 8)
