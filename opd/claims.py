@@ -20,6 +20,11 @@ for which claim. A claim whose experiments are not in the config is reported as 
 * C7 position: the overlap ratio falls with absolute response position: the OLS slope over
   ``opd/overlap_ratio_chunk{j}`` (every step of C7's experiment) is below ``-2 SE``.
 
+**Equal budgets.** A claim that compares another run X with C1 (C2, C3, and C4's comparison
+with C2) reads C1 at X's budget: C1's last checkpoint at or before X's last graded step, and its
+training metrics up to that step (``at_budget``), so that a longer C1 run neither loosens nor
+tightens the other run's bar. Where every run has the same steps this is C1's last checkpoint.
+
 Standard errors: avg@n has its clustered SE (``mean_score_se``, samples grouped by problem);
 a gap ratio's SE is the delta method with the three accuracies taken as independent (an
 approximation: the initial student's accuracy enters numerator and denominator).
@@ -59,10 +64,31 @@ def _acc(grades: dict, key: str) -> Acc | None:
     return None if g is None else Acc(g["mean_score"], g.get("mean_score_se", 0.0))
 
 
+def _steps(grades: dict, exp: str) -> list[int]:
+    return [int(m.group(1)) for k in grades if (m := re.fullmatch(rf"{re.escape(exp)}\.step(\d+)", k))]
+
+
 def final_key(grades: dict, exp: str) -> str | None:
     """The model key of ``exp``'s last graded checkpoint (``<exp>.stepNNNN``)."""
-    steps = [int(m.group(1)) for k in grades if (m := re.fullmatch(rf"{re.escape(exp)}\.step(\d+)", k))]
+    steps = _steps(grades, exp)
     return f"{exp}.step{max(steps):04d}" if steps else None
+
+
+def at_budget(grades: dict, metrics: dict, exp: str, other: str | None) -> tuple[dict, dict, int | None]:
+    """``exp`` as it stood at ``other``'s budget: ``(grades, metrics, step)`` without ``exp``'s
+    checkpoints after ``other``'s last graded step and with ``exp``'s ``metrics.jsonl`` rows up
+    to it; ``step`` is ``exp``'s last checkpoint left where anything was cut, else None (``other``
+    has no graded checkpoint, or ``exp`` ran no longer). Pure: the inputs are not modified."""
+    last = max(_steps(grades, other), default=None) if other else None
+    if last is None:
+        return grades, metrics, None
+    later = {f"{exp}.step{s:04d}" for s in _steps(grades, exp) if s > last}
+    kept = {k: v for k, v in grades.items() if k not in later}
+    rows = dict(metrics)
+    rows[exp] = [r for r in metrics.get(exp, []) if r.get("step", 0) <= last]
+    if not later and len(rows[exp]) == len(metrics.get(exp, [])):
+        return grades, metrics, None
+    return kept, rows, max(_steps(kept, exp), default=None)
 
 
 def gap(grades: dict, experiments: dict, exp: str) -> tuple[float, float] | None:
@@ -116,6 +142,11 @@ def ols_slope(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
     return slope, math.sqrt(resid / (n - 2) / sxx)
 
 
+def _budget(c1: str, step: int | None) -> str:
+    """The detail's note of where C1 was read, when ``at_budget`` cut it short."""
+    return "" if step is None else f"; C1 ({c1}) read at step {step}"
+
+
 def _row(claim, exps, metric, value, se, threshold, holds, detail=""):
     return {"claim": claim, "statement": STATEMENTS[claim], "experiments": " ".join(e for e in exps if e),
             "metric": metric, "value": value, "se": se, "threshold": threshold,
@@ -143,19 +174,23 @@ def evaluate_claims(spec: dict, experiments: dict, grades: dict, metrics: dict) 
                 else _not_run("C1", [c1], "gap recovered", 0.5, "no C1 experiment with grades"))
 
     g2 = gap(grades, experiments, e["C2"]) if e["C2"] else None
-    if g1 and g2:
+    b_grades, b_metrics, b_step = at_budget(grades, metrics, c1, e["C2"]) if c1 else (grades, metrics, None)
+    b1 = gap(b_grades, experiments, c1) if c1 else None
+    if b1 and g2:
         t1 = _acc(grades, experiments[c1]["teacher"]).value
         t2 = _acc(grades, experiments[e["C2"]]["teacher"]).value
-        r1, r2 = rise(metrics.get(c1, [])), rise(metrics.get(e["C2"], []))
+        r1, r2 = rise(b_metrics.get(c1, [])), rise(metrics.get(e["C2"], []))
         lower = r1 is not None and r2 is not None and r2[2] < r1[2]
-        holds = g2[0] <= g1[0] / 3 and t2 >= t1 and lower and g1[0] > 0
-        rows.append(_row("C2", [e["C2"], c1], "gap recovered", *g2, g1[0] / 3, holds,
+        holds = g2[0] <= b1[0] / 3 and t2 >= t1 and lower and b1[0] > 0
+        rows.append(_row("C2", [e["C2"], c1], "gap recovered", *g2, b1[0] / 3, holds,
                          f"teacher acc {t2:.3f} vs C1's {t1:.3f}; overlap starts "
-                         f"{'lower' if lower else 'not lower'} than C1's" + _VOID * (g1[0] <= 0)))
+                         f"{'lower' if lower else 'not lower'} than C1's" + _budget(c1, b_step)
+                         + _VOID * (b1[0] <= 0)))
     else:
         rows.append(_not_run("C2", [e["C2"], c1], "gap recovered", "gap_C1 / 3", "needs C1 and C2 experiments"))
 
-    a1 = gain(grades, experiments, c1) if c1 else None
+    b_grades, _, b_step = at_budget(grades, metrics, c1, e["C3"]) if c1 else (grades, metrics, None)
+    a1 = gain(b_grades, experiments, c1) if c1 else None
     a3 = gain(grades, experiments, e["C3"]) if e["C3"] else None
     if a1 and a3:
         ts = [_acc(grades, experiments[x]["teacher"]) for x in (e["C3"],)]
@@ -164,7 +199,7 @@ def evaluate_claims(spec: dict, experiments: dict, grades: dict, metrics: dict) 
         rows.append(_row("C3", [e["C3"], c1], "accuracy gain", *a3, a1[0] / 3,
                          a3[0] <= a1[0] / 3 and higher and a1[0] > 0,
                          f"C1's gain {a1[0]:.3f}; the teacher {'scores' if higher else 'does not score'} "
-                         "higher than the student" + _VOID * (a1[0] <= 0)))
+                         "higher than the student" + _budget(c1, b_step) + _VOID * (a1[0] <= 0)))
     else:
         rows.append(_not_run("C3", [e["C3"], c1], "accuracy gain", "gain_C1 / 3", "needs C1 and C3 experiments"))
 
@@ -176,9 +211,12 @@ def evaluate_claims(spec: dict, experiments: dict, grades: dict, metrics: dict) 
         holds = r4[0] > 2 * r4[1] and m >= 0.97
         detail = f"mean student mass on the shared set {m:.4f} (threshold 0.97)"
         r2 = rise(metrics.get(e["C2"], [])) if e["C2"] else None
-        if r2:
-            holds = holds and r2[2] < r4[2] and r2[0] < r4[0]
-            detail += f"; C2 starts at {r2[2]:.3f} (C4 {r4[2]:.3f}) and rises {r2[0]:.4f} (C4 {r4[0]:.4f})"
+        _, b_metrics, b_step = at_budget(grades, metrics, c4, e["C2"])
+        b4 = rise(b_metrics.get(c4, []))
+        if r2 and b4:
+            holds = holds and r2[2] < b4[2] and r2[0] < b4[0]
+            detail += (f"; C2 starts at {r2[2]:.3f} (C4 {b4[2]:.3f}) and rises {r2[0]:.4f} (C4 {b4[0]:.4f}"
+                       + (f" to step {b_step}" if b_step is not None else "") + ")")
         rows.append(_row("C4", [c4, e["C2"]], "overlap rise (last - first tenth)", r4[0], r4[1], "2 SE",
                          holds, detail))
     else:

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from opd.claims import evaluate_claims, gap, ols_slope, rise, tenths
+from opd.claims import at_budget, evaluate_claims, gap, ols_slope, rise, tenths
 
 EXPERIMENTS = {
     "opd": {"student": "student", "teacher": "teacher"},
@@ -95,3 +95,36 @@ def test_tenths_rise_and_ols_slope_by_hand():
     slope, se = ols_slope([0, 1, 2, 3], [1, 3, 5, 7])
     assert slope == pytest.approx(2.0) and se == pytest.approx(0.0)
     assert ols_slope([0, 0, 0], [1, 2, 3]) is None
+
+
+def stepped(rows):
+    return [dict(r, step=i + 1) for i, r in enumerate(rows)]
+
+
+def test_at_budget_cuts_c1_to_the_other_runs_last_step_and_nothing_else():
+    gr = {"student": g(0.3), "opd.step0010": g(0.4), "opd.step0020": g(0.5), "opd.step0040": g(0.8),
+          "other.step0020": g(0.6)}
+    mets = {"opd": stepped([{"x": 1.0}] * 40), "other": stepped([{"x": 2.0}] * 20)}
+    kept, rows, step = at_budget(gr, mets, "opd", "other")
+    assert step == 20 and set(kept) == set(gr) - {"opd.step0040"}
+    assert [r["step"] for r in rows["opd"]] == list(range(1, 21)) and rows["other"] is mets["other"]
+    assert "opd.step0040" in gr and len(mets["opd"]) == 40            # the inputs are untouched
+    same = at_budget(gr, mets, "other", "opd")                         # other ran no longer: unchanged
+    assert same == (gr, mets, None)
+    assert at_budget(gr, mets, "opd", "missing") == (gr, mets, None)   # no graded checkpoint to match
+
+
+def test_comparisons_with_c1_read_c1_at_the_other_runs_budget():
+    # C1 ran 40 steps (gap 1.0 at its end, 0.2 at step 20); the runs compared with it ran 20. Against
+    # C1's end, C2 (gap 0.15 < 1/3) and C3 (gain 0.06 < 0.2) would hold; at an equal budget they do not
+    gr = dict(grades(opd=0.42, mismatch=0.3 + 0.15 * 0.62, reverse=0.36), **{"opd.step0040": g(0.9)})
+    mets = {"opd": stepped(metrics(0.5, 0.01, n=40)), "mismatch": stepped(metrics(0.3, 0.002))}
+    rows = by_claim(evaluate_claims(SPEC, EXPERIMENTS, gr, mets))
+    assert rows["C1"]["value"] == pytest.approx(1.0) and rows["C1"]["holds"] is True   # its own end
+    assert rows["C2"]["threshold"] == pytest.approx(0.2 / 3) and rows["C2"]["holds"] is False
+    assert rows["C3"]["threshold"] == pytest.approx(0.12 / 3) and rows["C3"]["holds"] is False
+    assert "read at step 20" in rows["C2"]["detail"] and "read at step 20" in rows["C3"]["detail"]
+    assert "to step 20" in rows["C4"]["detail"]
+    equal = by_claim(evaluate_claims(SPEC, EXPERIMENTS, grades(), {"opd": stepped(metrics(0.5, 0.01)),
+                                                                   "mismatch": stepped(metrics(0.3, 0.002))}))
+    assert "read at step" not in equal["C2"]["detail"] + equal["C3"]["detail"]   # equal budgets: no note
