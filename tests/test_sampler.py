@@ -84,3 +84,26 @@ def test_sampler_stops_at_eos_and_pads(tiny_models, tiny_tokenizer, tiny_problem
     assert all(r["response_ids"] == [eos] and r["finish_reason"] == "stop" for r in rows)
     with pytest.raises(ValueError, match="top_p 1"):
         sample(model, tiny_tokenizer, [[1, 2]], SamplingParams(temperature=1.0, top_p=0.9))
+
+
+def test_kept_hidden_states_are_a_scoring_forwards(tiny_models, tiny_tokenizer, tiny_problems):
+    """``keep_hidden`` draws the same tokens, and each row's states are those a full forward of
+    prompt + response gives at the positions that predict its tokens (the trainer scores them
+    in place of that forward), up to float rounding; ``rollout_hidden`` pads them to [B, R, H]."""
+    from opd.train.native import response_batch, response_hidden
+    from opd.train.sampler import rollout_hidden
+
+    model = tiny_models[0].eval()
+    ids = encode_prompts(tiny_tokenizer, _prompts(tiny_problems))
+    params = SamplingParams(n=2, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=3, batch_size=5)
+    plain = sample(model, tiny_tokenizer, ids, params)
+    kept = sample(model, tiny_tokenizer, ids, params, keep_hidden=True)
+    assert [r["response_ids"] for r in kept] == [r["response_ids"] for r in plain]
+    assert all(r["hidden"].shape == (len(r["response_ids"]), model.config.hidden_size) for r in kept)
+    input_ids, attn, pos, P, tokens, mask = response_batch(kept, tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        want = response_hidden(model, input_ids, attn, pos, P, tokens.shape[1])
+    got = rollout_hidden(kept, tokens.shape[1])
+    assert got.shape == want.shape
+    torch.testing.assert_close(got[mask], want[mask], rtol=1e-4, atol=1e-5)
+    assert (got[~mask] == 0).all() and rollout_hidden(plain, tokens.shape[1]) is None

@@ -7,8 +7,9 @@ One step, straight through:
    ``generate`` with less work per token; prompts are chat-templated once);
 2. grade each response with ``opd.grading.verify.is_correct`` (the GRPO reward; logged for OPD;
    its math-verify worker is started with the trainer, so it never stalls a step);
-3. score every response token without gradients: the student's and the teacher's final hidden
-   states go to ``opd.objectives.score_tokens``, which forms the candidate set (the sampled token
+3. score every response token without gradients: the student's final hidden states (kept by
+   the sampler as it drew each token, so the student needs no second forward) and the
+   teacher's go to ``opd.objectives.score_tokens``, which forms the candidate set (the sampled token
    for ``top_k: 0`` and GRPO, a top-k family otherwise), the per-candidate rewards
    ``-(log p_student - log p_teacher) * w`` and the mechanism statistics, one chunk of response
    tokens at a time, so no full ``[tokens, vocab]`` fp32 tensor is ever held;
@@ -23,7 +24,10 @@ duplicate the update's.  Then step 3 scores only the teacher (and the reference 
 steps 3-4's student half runs inside the update's own forward
 (``opd.objectives.single_forward.score_and_backward``: old log-probs = the update's, detached),
 giving the same losses, gradients and metrics.  Wherever old and new policies differ (several
-epochs or mini-batches), or the estimator is not position-local, the two-forward path runs.
+epochs or mini-batches), or the estimator is not position-local, the two-forward path runs; its
+first forward is the sampler's own (the states it kept while drawing: the sampling policy's
+old log-probs, equal to a scoring forward's up to float rounding; verl recomputes them with a
+forward of the actor, which the tiny world's step cannot afford).
 
 Where it departs from the paper's verl runs: one process, no sequence packing, AdamW with a
 constant learning rate, and ``mini_batch_size`` counted in sequences.
@@ -49,7 +53,7 @@ from opd.grading.verify import is_correct
 from opd.objectives.chunked import Scored
 from opd.objectives.single_forward import POSITION_LOCAL_ESTIMATORS, estimator_fn, score_and_backward
 from opd.train.config import TrainConfig
-from opd.train.sampler import sample
+from opd.train.sampler import rollout_hidden, sample
 from opd.runlog import MetricsWriter, progress
 
 
@@ -214,7 +218,8 @@ class OnPolicyTrainer:
         for i in prompt_idx:
             if i not in self.prompt_ids:
                 self.prompt_ids[i] = encode_prompts(self.tok, [self.rows[i]["prompt"]], self.cfg.enable_thinking)[0]
-        samples = sample(self.student, self.tok, [self.prompt_ids[i] for i in prompt_idx], params)
+        samples = sample(self.student, self.tok, [self.prompt_ids[i] for i in prompt_idx], params,
+                         keep_hidden=not self.single_forward)
         for s in samples:
             row = self.rows[prompt_idx[s["prompt_index"]]]
             s["group"] = prompt_idx[s["prompt_index"]]
@@ -234,10 +239,12 @@ class OnPolicyTrainer:
         return response_batch(rows, self.teacher_tok.pad_token_id)
 
     @torch.no_grad()
-    def score(self, batch, teacher_batch=None):
+    def score(self, batch, teacher_batch=None, student_hidden=None):
         """Two-forward path: (``Scored`` of the student and teacher, ref log-probs or None).
         Single-forward path: (the teacher's response hidden states or None, ref log-probs).
-        ``teacher_batch``: the teacher's own-prompt batch (``teacher_batch``), if any."""
+        ``teacher_batch``: the teacher's own-prompt batch (``teacher_batch``), if any.
+        ``student_hidden`` [B, R, H]: the sampling student's states (``rollout_hidden``); None
+        runs the student's scoring forward."""
         input_ids, attn, pos, P, tokens, mask = batch
         o, R = self.cfg.objective, tokens.shape[1]
         if self.cfg.method == "opd":
@@ -249,7 +256,8 @@ class OnPolicyTrainer:
         if self.single_forward:
             scored = h_t
         else:
-            h_s = response_hidden(self.student, input_ids, attn, pos, P, R)
+            h_s = (response_hidden(self.student, input_ids, attn, pos, P, R) if student_hidden is None
+                   else student_hidden)
             w_s = self.student.get_output_embeddings().weight
             scored = obj.score_tokens(h_s, w_s, h_t, w_t, tokens, mask, o, o.chunk_size)
         ref_logp = None
@@ -319,7 +327,8 @@ class OnPolicyTrainer:
         samples = self.rollout(step, self.next_prompts())
         clock.mark("rollout")
         batch = to_device(response_batch(samples, self.tok.pad_token_id), self.device)
-        scored, ref_logp = self.score(batch, to_device(self.teacher_batch(samples), self.device))
+        scored, ref_logp = self.score(batch, to_device(self.teacher_batch(samples), self.device),
+                                      rollout_hidden(samples, batch[4].shape[1]))
         mask = batch[5]
         outcome = torch.tensor([s["outcome"] for s in samples], device=self.device)
         groups = torch.tensor([s["group"] for s in samples], device=self.device)

@@ -16,7 +16,9 @@ and stops when every row has produced eos or after ``max_new_tokens``.  The mode
 those ``generate`` makes (left-padded prompts, the same masks and positions), so the next-token
 distributions are the same; only the random draw differs (tests/test_sampler.py: with
 ``generate``'s draw swapped in, the same tokens as ``generate``; ``draw``'s frequencies against p).
-Rows come back in ``generate``'s format (``make_row``).
+Rows come back in ``generate``'s format (``make_row``); with ``keep_hidden`` each also holds the
+final hidden states that predicted its tokens, which the trainer scores (``rollout_hidden``)
+instead of running the student again.
 
 A decoding step of a small model is a few dozen tiny ops; waking a second OpenMP thread for each
 costs more than it saves (and on a shared machine a thread waiting for a core that another
@@ -54,40 +56,59 @@ def _keeps_last_logits(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+def _forward(model, keep_hidden: bool, **inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(next-token logits [B, V], the final post-norm hidden state [B, H] behind them, or None).
+    With ``keep_hidden`` the decoder and the LM head are called apart (as the trainer's
+    ``response_hidden`` does), so the states come with no extra work."""
+    if keep_hidden:
+        h = model.model(**inputs).last_hidden_state[:, -1]
+        return model.get_output_embeddings()(h), h
+    extra = {"logits_to_keep": 1} if _keeps_last_logits(model) else {}
+    return model(**inputs, **extra).logits[:, -1], None
+
+
 @torch.no_grad()
 def sample_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float,
-                 max_new_tokens: int, eos: int, pad: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sampled continuations [B, <= max_new_tokens] of left-padded prompts ``input_ids`` [B, P]
-    (``attention_mask`` [B, P]); positions after a row's eos hold ``pad``."""
+                 max_new_tokens: int, eos: int, pad: int, generator: torch.Generator | None = None,
+                 keep_hidden: bool = False):
+    """Sampled continuations ``tokens`` [B, T <= max_new_tokens] of left-padded prompts
+    ``input_ids`` [B, P] (``attention_mask`` [B, P]); positions after a row's eos hold ``pad``.
+    With ``keep_hidden``, returns ``(tokens, hidden)``: ``hidden`` [B, T, H] the model's final
+    hidden states, ``hidden[:, t]`` the one that predicted ``tokens[:, t]`` (the sampling
+    policy's states, which the trainer scores instead of a second forward)."""
     B, P = input_ids.shape
     dev = input_ids.device
     attn = torch.ones(B, P + max_new_tokens, dtype=attention_mask.dtype, device=dev)
     attn[:, :P] = attention_mask
     pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    extra = {"logits_to_keep": 1} if _keeps_last_logits(model) else {}
     cache = DynamicCache(config=model.config)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                past_key_values=cache, use_cache=True, **extra)
+    logits, h = _forward(model, keep_hidden, input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=pos, past_key_values=cache, use_cache=True)
     nxt_pos = pos[:, -1:] + 1
     unfinished = torch.ones(B, dtype=torch.long, device=dev)
     tokens = torch.full((B, max_new_tokens), pad, dtype=torch.long, device=dev)
+    hidden = []
     for t in range(max_new_tokens):
-        y = draw(torch.softmax(out.logits[:, -1].float() / temperature, dim=-1), generator)
+        hidden.append(h)
+        y = draw(torch.softmax(logits.float() / temperature, dim=-1), generator)
         y = y * unfinished + pad * (1 - unfinished)
         tokens[:, t] = y
         unfinished = unfinished & (y != eos).long()
         if t == max_new_tokens - 1 or int(unfinished.max()) == 0:
-            return tokens[:, :t + 1]
-        out = model(input_ids=y[:, None], attention_mask=attn[:, :P + t + 1], position_ids=nxt_pos,
-                    past_key_values=cache, use_cache=True)
+            break
+        logits, h = _forward(model, keep_hidden, input_ids=y[:, None], attention_mask=attn[:, :P + t + 1],
+                             position_ids=nxt_pos, past_key_values=cache, use_cache=True)
         nxt_pos = nxt_pos + 1
-    return tokens
+    tokens = tokens[:, :len(hidden)]
+    return (tokens, torch.stack(hidden, 1)) if keep_hidden else tokens
 
 
-def sample(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams) -> list[dict]:
+def sample(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams,
+           keep_hidden: bool = False) -> list[dict]:
     """``params.n`` sampled responses per prompt (token ids, already chat-templated), as
-    ``opd.generation.hf.generate`` returns them: one row per (prompt, sample), prompt-major."""
+    ``opd.generation.hf.generate`` returns them: one row per (prompt, sample), prompt-major.
+    ``keep_hidden``: each row also holds ``hidden`` [len(response_ids), H], the final hidden
+    states that predicted its response tokens (``sample_batch``)."""
     if params.temperature <= 0 or params.top_p != 1.0:
         raise ValueError("the rollout sampler does plain temperature sampling: temperature > 0, top_p 1")
     jobs = [(i, s) for i in range(len(prompt_ids)) for s in range(params.n)]
@@ -105,9 +126,11 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams
             torch.set_num_threads(1)
         try:
             gen = sample_batch(model, input_ids.to(dev), attn.to(dev), params.temperature,
-                               params.max_new_tokens, eos, pad, generator).cpu()
+                               params.max_new_tokens, eos, pad, generator, keep_hidden)
         finally:
             torch.set_num_threads(threads)
+        gen, hidden = gen if keep_hidden else (gen, None)
+        gen = gen.cpu()
         for row, (i, s) in enumerate(chunk):
             resp = gen[row].tolist()
             if eos in resp:
@@ -117,4 +140,18 @@ def sample(model, tokenizer, prompt_ids: list[list[int]], params: SamplingParams
                     resp.pop()
                 finish = "length"
             out.append(make_row(tokenizer, i, s, prompt_ids[i], resp, finish))
+            if keep_hidden:
+                out[-1]["hidden"] = hidden[row, :len(resp)]
+    return out
+
+
+def rollout_hidden(samples: list[dict], R: int):
+    """The sampler's hidden states of ``samples`` (rows with ``hidden`` [n_i, H]) as one
+    [B, R, H] tensor, zero after each response; None when the rows carry none."""
+    if not samples or "hidden" not in samples[0]:
+        return None
+    h = samples[0]["hidden"]
+    out = h.new_zeros((len(samples), R, h.shape[-1]))
+    for i, s in enumerate(samples):
+        out[i, :len(s["hidden"])] = s["hidden"]
     return out
