@@ -78,15 +78,26 @@ def per_problem(results: Path, key: str) -> pd.Series:
     return v.groupby("problem_id")["correct"].mean()
 
 
+def sweep_results(stem: str, seed: int) -> Path:
+    """``results/`` of the ``opd_sweep.py`` working directory ``<stem>_seed<seed>``."""
+    return ROOT / "benchmarks" / "tmp" / f"{stem}_seed{seed}" / "results"
+
+
+def base_accuracies(results: Path) -> tuple[float, float]:
+    """Mean correctness on ``tiny_val`` of the initial student and of the teacher."""
+    student, teacher = (float(per_problem(results, m).mean()) for m in ("student", "teacher"))
+    return student, teacher
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     args = ap.parse_args()
     rows = {}
     for s in args.seeds:
-        res = {arm: ROOT / "benchmarks" / "tmp" / f"{stem}_seed{s}" / "results" for arm, (stem, _) in ARMS.items()}
+        res = {arm: sweep_results(stem, s) for arm, (stem, _) in ARMS.items()}
         a, b = (per_problem(res[arm], f"{ARMS[arm][1]}.step{STEP:04d}") for arm in ("A", "B"))
-        student, teacher = (float(per_problem(res["B"], m).mean()) for m in ("student", "teacher"))
+        student, teacher = base_accuracies(res["B"])
         d, se = paired_gap(a, b, student, teacher)
         rows[str(s)] = {"difference": d, "se": se, "student": student, "teacher": teacher,
                         "A": float(a.mean()), "B": float(b.mean())}

@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from opd.io import write_json  # noqa: E402
-from opd_paired import paired_gap, per_problem, pool  # noqa: E402
+from opd_paired import base_accuracies, paired_gap, per_problem, pool, sweep_results  # noqa: E402
 
 SEEDS = (6, 7, 8)
 EXP = "opd_lr1e-04"
@@ -70,9 +70,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = {}
     for s in args.seeds:
-        res = {arm: ROOT / "benchmarks" / "tmp" / f"{stem}_seed{s}" / "results" for arm, (stem, _) in ARMS.items()}
-        acc = {arm: per_problem(res[arm], f"{EXP}.step{step:04d}") for arm, (_, step) in ARMS.items()}
-        student, teacher = (float(per_problem(res["B"], m).mean()) for m in ("student", "teacher"))
+        acc = {arm: per_problem(sweep_results(stem, s), f"{EXP}.step{step:04d}") for arm, (stem, step) in ARMS.items()}
+        student, teacher = base_accuracies(sweep_results(ARMS["B"][0], s))
         row = {"student": student, "teacher": teacher, **{arm: float(a.mean()) for arm, a in acc.items()}}
         for c in CANDIDATES:
             d, se = paired_gap(acc[c], acc["B"], student, teacher)
