@@ -58,15 +58,22 @@ def test_experiment_overrides_merge_into_defaults():
 BUDGET = ("steps", "save_every", "lr", "lr_warmup_steps", "prompts_per_step", "n_samples", "max_new_tokens")
 
 
-def test_every_opd_experiment_shares_one_budget():
+def test_opd_experiments_share_one_budget_and_c1s_run_is_read_at_it():
     """The claims compare OPD runs with each other (C2 and C3 with C1, C6 aligned with random):
-    the default config gives every OPD experiment one training budget, C1's, chosen by
-    benchmarks/opd_sweep.py (docs/world.md, iteration 7)."""
+    every OPD experiment of the default config has one training budget, but C1's, which trains
+    longer (docs/world.md, iteration 12) with everything else equal, and checkpoints at the
+    others' last step, where ``opd.claims.at_budget`` reads it for C2 and C3."""
     exps = [e for e, spec in BASE["experiments"].items() if spec["method"] == "opd"]
     claimed = {spec["experiment"] for spec in BASE["claims"].values()}
     assert claimed <= set(exps) and len(exps) >= 6
-    budgets = {e: tuple(experiment_config(BASE, e)[k] for k in BUDGET) for e in exps}
+    c1 = BASE["claims"]["C1"]["experiment"]
+    budgets = {e: tuple(experiment_config(BASE, e)[k] for k in BUDGET) for e in exps if e != c1}
     assert len(set(budgets.values())) == 1, budgets
+    others = dict(zip(BUDGET, next(iter(budgets.values()))))
+    mine = experiment_config(BASE, c1)
+    assert {k: mine[k] for k in BUDGET if k not in ("steps", "save_every")} == \
+        {k: v for k, v in others.items() if k not in ("steps", "save_every")}
+    assert mine["steps"] >= others["steps"] and others["steps"] % mine["save_every"] == 0
 
 
 def test_same_tokenizer_with_another_lm_head_size_is_refused(tmp_path, tiny_tokenizer, tiny_models):
